@@ -1,0 +1,377 @@
+"""A character-level GPT trained from scratch on one text file (Tiny Shakespeare unless told otherwise).
+
+    python gpt.py                                       train, save gpt.pt, print a sample
+    python gpt.py --sample_only=True --prompt="ROMEO:"  sample from gpt.pt without training
+    torchrun --nproc_per_node=2 gpt.py                  the same training, data-parallel
+Every setting below can be overridden as --name=value.
+"""
+import ast, hashlib, math, os, signal, sys, time, urllib.request
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GPU = torch.cuda.is_available()  # a CPU trains a smaller model in minutes; each default gives both
+# ---------------------------------------------------------------------------------- settings
+input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8)
+input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'  # fetched if input.txt is missing
+checkpoint = os.path.join(HERE, 'gpt.pt')  # written at every evaluation and at the end
+resume = False        # continue training from `checkpoint` instead of starting afresh
+sample_only = False   # only load `checkpoint` and generate
+n_layer = 6 if GPU else 4        # transformer blocks
+n_head = 6 if GPU else 4         # attention heads per block
+n_embd = 384 if GPU else 192     # width of the residual stream
+block_size = 256 if GPU else 64  # context length in characters
+dropout = 0.2 if GPU else 0.0    # the GPU model sees the text many times over and would overfit
+batch_size = 64 if GPU else 32   # sequences per step, in total over all processes
+max_iters = 5000 if GPU else 2000  # optimizer steps; the learning rate reaches zero at the last
+stop_after = 0        # end this run after this many steps (0: never) and save; --resume=True goes on
+warmup_iters = 100    # steps of linear learning-rate warm-up
+lr = 3e-3             # AdamW's learning rate (embeddings, output head, norms)
+muon_lr = 0.02        # Muon's learning rate (the blocks' weight matrices)
+grad_clip = 1.0       # clip the gradient norm to this (0: don't)
+eval_interval = 500   # steps between evaluations on the whole validation split (and checkpoints)
+log_interval = 50     # steps between progress lines
+seed = 1337           # seeds the initial weights, the batches and the sample
+device = 'cuda' if GPU else 'mps' if torch.backends.mps.is_available() else 'cpu'  # or --device=cpu
+dtype = 'bfloat16'    # autocast precision of the matmuls; 'float32' turns autocast off
+compile = GPU         # torch.compile pays for itself on a GPU, not in a few CPU minutes
+prompt = ''           # the sample continues this text ('': from the vocabulary's first character)
+num_chars = 500       # characters to generate
+temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
+top_k = 0             # sample among the k likeliest characters only (0: all)
+sample_file = ''      # also write the sample to this file
+SETTINGS = {k: v for k, v in globals().items() if k.islower() and k[0] != '_' and isinstance(v, (bool, int, float, str))}
+SHAPE = ('n_layer', 'n_head', 'n_embd', 'block_size')  # a checkpoint only fits a model of its shape
+SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
+
+
+def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def apply_overrides(args):  # --name=value, value a Python literal (taken as it is for text settings)
+    valid = 'valid settings: ' + ', '.join(SETTINGS)
+    for arg in args:
+        name, eq, text = arg.removeprefix('--').partition('=')
+        if not arg.startswith('--') or not eq or name not in SETTINGS:
+            fail(f'unknown setting {arg!r}; {valid}')
+        default = SETTINGS[name]
+        try:
+            value = text if isinstance(default, str) else ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if type(default) is float and type(value) is int:
+            value = float(value)
+        if type(value) is not type(default):
+            fail(f'--{name} must be a {type(default).__name__}, not {text!r}; {valid}')
+        globals()[name] = value
+    positive = ['n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval']
+    problems = [f'{k} must be positive' for k in positive if globals()[k] <= 0]
+    problems += [f'{k} must not be negative' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
+                                                     'temperature', 'grad_clip', 'lr', 'muon_lr') if globals()[k] < 0]
+    if n_embd % n_head or (n_embd // n_head) % 2:
+        problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
+    if not 0 <= dropout < 1:
+        problems.append('dropout must be in [0, 1)')
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        problems.append("dtype must be 'float32', 'bfloat16' or 'float16'")
+    if problems:
+        fail('; '.join(problems))
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:
+        fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
+    return {arg.removeprefix('--').partition('=')[0] for arg in args}
+
+
+def write_atomically(path, write):  # a crash while writing leaves the old file as it was
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_text(path):
+    if path == SETTINGS['input_file'] and not os.path.exists(path):
+        try:
+            data = urllib.request.urlopen(input_url, timeout=60).read()
+        except (OSError, ValueError) as e:
+            fail(f'{path} is missing and downloading {input_url} failed ({e}); '
+                 f'put a text file there or pass --input_file=PATH')
+        if hashlib.sha256(data).hexdigest() != SHA256:
+            fail(f'{path} is missing and {input_url} sent something else (wrong sha256); '
+                 f'put a text file there or pass --input_file=PATH')
+        write_atomically(path, lambda f: f.write(data))
+        print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        fail(f'input file {path} does not exist; put a text file there or pass --input_file=PATH')
+    except IsADirectoryError:
+        fail(f'input file {path} is a directory, not a text file')
+    except OSError as e:
+        fail(f'input file {path} cannot be read ({e.strerror})')
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
+
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        fail(f'checkpoint {path} does not exist; train first, or pass --checkpoint=PATH')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: never runs code
+    except Exception as e:
+        fail(f'checkpoint {path} cannot be loaded: truncated or not a checkpoint ({str(e).splitlines()[0][:120]})')
+    if not isinstance(ckpt, dict) or ckpt.get('script') != 'gpt.py':
+        fail(f'{path} is not a gpt.py checkpoint (it comes from {ckpt.get("script") if isinstance(ckpt, dict) else "elsewhere"})')
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------- the model
+def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle that grows with the position
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # query, key and value of all heads at once
+        self.proj = nn.Linear(n_embd, n_embd, bias=False)
+
+    def forward(self, x, cos, sin, cache):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)  # each (B, nh, T, hs)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if cache is not None:  # generating: the new positions also see the last block_size - T cached ones
+            if cache:
+                k, v = torch.cat((cache[0], k), 2)[:, :, -block_size:], torch.cat((cache[1], v), 2)[:, :, -block_size:]
+            cache[:] = k, v
+        if x.is_cpu:  # on the CPU attention's backward runs ~3x faster in float32 than in bfloat16 (measured)
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast('cpu', enabled=False):  # so CPU autocast leaves them so; a GPU's is untouched
+            # is_causal masks the future; a single new query may see every cached key
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout if self.training else 0)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):  # communication (attention) then computation (MLP), each on a normed residual branch
+    def __init__(self):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(n_embd), SelfAttention(), nn.LayerNorm(n_embd)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd, bias=False), nn.GELU(),
+                                 nn.Linear(4 * n_embd, n_embd, bias=False))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.drop(self.attn(self.ln1(x), cos, sin, cache))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, n_embd)
+        self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
+        self.ln_f, self.head = nn.LayerNorm(n_embd), nn.Linear(n_embd, vocab_size, bias=False)
+        hs = n_embd // n_head
+        self.register_buffer('freqs', 10000.0 ** -(torch.arange(0, hs, 2) / hs), persistent=False)
+        for name, p in self.named_parameters():  # small weights, and branches that start near zero
+            if p.ndim == 2:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(('proj.weight', 'mlp.2.weight')) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def forward(self, idx, targets=None, caches=None, start=0):  # idx (B, T) -> logits (B, T, vocab) or loss
+        angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * self.freqs  # (T, hs/2)
+        cos, sin = angles.cos(), angles.sin()
+        x = self.embed(idx)
+        for block, cache in zip(self.blocks, caches or [None] * n_layer):
+            x = block(x, cos, sin, cache)
+        logits = self.head(self.ln_f(x))
+        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    @torch.no_grad()
+    def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
+        caches = [[] for _ in self.blocks] if use_cache else None
+        logits = self(idx[:, -block_size:], caches=caches, start=max(0, idx.size(1) - block_size))  # absolute positions
+        for _ in range(n):
+            logits = logits[:, -1].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float('-inf'))
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1)
+            idx = torch.cat((idx, nxt), dim=1)
+            # with the cache each new character costs one position; without, the whole window again
+            logits = self(nxt, caches=caches, start=idx.size(1) - 1) if use_cache else self(idx[:, -block_size:])
+        return idx
+
+
+# ---------------------------------------------------------------------------------- training
+def main():
+    explicit = apply_overrides(sys.argv[1:])
+    rank, world, ddp = 0, 1, 'LOCAL_RANK' in os.environ
+    if ddp:  # under torchrun: one process per device, each taking its own share of every batch
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+        dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith('cuda'):
+            globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
+            torch.cuda.set_device(device)
+        if batch_size % world:
+            fail(f'batch_size ({batch_size}) must divide evenly among {world} processes')
+    master = rank == 0  # only the first process prints, evaluates, saves and samples
+
+    ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
+    if ckpt:  # the model's shape comes from the checkpoint; an explicit different one is an error
+        for k in SHAPE:
+            if k in explicit and globals()[k] != ckpt['settings'][k]:
+                fail(f'--{k}={globals()[k]} does not fit {checkpoint}, whose model has {k}={ckpt["settings"][k]}')
+            globals()[k] = ckpt['settings'][k]
+    if not sample_only:
+        text = read_text(input_file)
+        unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
+        if unknown:
+            fail(f'{input_file} has characters that {checkpoint} has never seen: {unknown!r}')
+        if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
+            fail(f'{input_file} has {len(text)} characters; with block_size={block_size} it needs at least '
+                 f'{10 * (block_size + 1)} (or pass a smaller --block_size)')
+    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
+    stoi = {c: i for i, c in enumerate(chars)}
+    unknown = ''.join(sorted(set(prompt) - set(chars)))
+    if unknown:
+        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+
+    torch.manual_seed(seed)
+    model = GPT(len(chars)).to(device)
+    is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')  # Muon takes only these
+    optimizers = [
+        torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=muon_lr, weight_decay=0),
+        torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=lr,
+                          betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
+    gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
+    step = 0
+    if ckpt:
+        model.load_state_dict(ckpt['model'])
+        if not sample_only:
+            for opt, state in zip(optimizers, ckpt['optimizers']):
+                opt.load_state_dict(state)
+            step = ckpt['step']
+            gen.set_state(ckpt['rng'])
+            torch.set_rng_state(ckpt['torch_rng'])
+    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
+    if master:
+        print(f'device {device}, dtype {dtype}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '
+              f'vocabulary {len(chars)}, {world} process{"es" if world > 1 else ""}')
+        print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
+
+    def save():
+        state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
+                 'settings': {k: globals()[k] for k in SETTINGS}, 'optimizers': [o.state_dict() for o in optimizers],
+                 'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
+        write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+    @torch.no_grad()
+    def split_loss(data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
+        n = (len(data) - 1) // block_size
+        x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
+        model.eval()
+        with amp:
+            total = sum(model(x[i:i + 64], y[i:i + 64]).item() * len(x[i:i + 64]) for i in range(0, n, 64))
+        model.train()
+        return total / n
+
+    if not sample_only:
+        data = torch.tensor([stoi[c] for c in text], device=device)
+        train_data, val_data = data[:int(0.9 * len(data))], data[int(0.9 * len(data)):]
+
+        def get_batch():  # every process draws the same batch_size windows and keeps its own share
+            ix = torch.randint(len(train_data) - block_size, (batch_size,), generator=gen)[rank::world]
+            xy = train_data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
+            return xy[:, :-1], xy[:, 1:]
+
+        net = torch.compile(model) if compile else model
+        net = DistributedDataParallel(net) if ddp else net
+        stop = []  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the current step
+        signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+        last = min(max_iters, step + stop_after) if stop_after else max_iters
+        t_log, s_log = time.time(), step
+        while step < last:
+            factor = min((step + 1) / (warmup_iters + 1), (max_iters - step) / max(1, max_iters - warmup_iters))
+            for opt, base in zip(optimizers, (muon_lr, lr)):
+                for group in opt.param_groups:
+                    group['lr'] = base * factor  # warm up, then decay linearly to zero at max_iters
+            x, y = get_batch()
+            with amp:
+                loss = net(x, y)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            status = torch.tensor([loss.item(), float(bool(stop))])
+            if ddp:  # the mean loss over all processes, and a stop that any of them asked for
+                dist.all_reduce(status)
+                status[0] /= world
+            loss = status[0].item()
+            if not math.isfinite(loss):
+                fail(f'the loss became {loss} at step {step}; stopped, the last checkpoint written is untouched')
+            if master and (step % log_interval == 0 or step == last):
+                dt = (time.time() - t_log) / (step - s_log)
+                print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
+                      f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
+                t_log, s_log = time.time(), step
+            if status[1]:
+                if master:
+                    save()
+                    print(f'interrupted at step {step}: checkpoint saved to {checkpoint}')
+                sys.exit(130)
+            if master and step % eval_interval == 0 and step < last:
+                val = split_loss(val_data)
+                print(f'step {step}: val loss {val:.4f}')
+                if not math.isfinite(val):
+                    fail(f'the validation loss became {val} at step {step}; stopped, the last checkpoint is untouched')
+                save()
+                t_log, s_log = time.time(), step  # evaluation time is not training time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if ddp:
+            dist.destroy_process_group()
+        if not master:
+            return
+        train_loss, val_loss = split_loss(train_data), split_loss(val_data)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            fail(f'the loss became non-finite by step {step}; the last checkpoint written is untouched')
+        print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
+        save()
+        print(f'saved {checkpoint}')
+
+    # ---------------------------------------------------------------------------------- sampling
+    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)
+    model.eval()
+    with amp:
+        sample = ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+    print(sample)
+    if sample_file:
+        write_atomically(sample_file, lambda f: f.write(sample.encode('utf-8')))
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,157 @@
+"""Run every script as a user would: a subprocess, tiny settings, a small text written here, on the CPU."""
+import hashlib, http.server, math, re, shutil, socket, subprocess, sys, threading
+from pathlib import Path
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent
+SHARED_TEXT = ROOT.parent / 'shared' / 'input.txt'  # Tiny Shakespeare, for machines without internet
+TINY = {  # settings small enough to train in seconds
+    'bigram.py': ['--block_size=16', '--batch_size=16', '--max_iters=60', '--eval_interval=20', '--log_interval=20'],
+    'gpt.py': ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=16', '--max_iters=60',
+               '--warmup_iters=5', '--eval_interval=30', '--log_interval=10'],
+}
+SCRIPTS = list(TINY)
+
+
+def run(script, *args, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, str(script if Path(str(script)).is_absolute() else ROOT / script),
+                           '--device=cpu', *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def final_losses(stdout):
+    match = re.search(r'^final: train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', stdout, re.M)
+    assert match, f'no final: line in\n{stdout}'
+    return float(match[1]), float(match[2])
+
+
+@pytest.fixture(scope='session')
+def text_file(tmp_path_factory):
+    """A small text with plenty to learn: a few verses repeated with variations."""
+    lines = ['the quick brown fox jumps over the lazy dog.', 'to be, or not to be: that is the question!',
+             'now is the winter of our discontent;', 'all the world is a stage, and all the men players.']
+    text = '\n'.join(f'{lines[i % 4]} {i % 7}' for i in range(300)) + '\n'
+    path = tmp_path_factory.mktemp('text') / 'small.txt'
+    path.write_text(text, encoding='utf-8')
+    return path
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_trains_end_to_end(script, text_file, tmp_path):
+    ckpt, sample = tmp_path / 'model.pt', tmp_path / 'sample.txt'
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={ckpt}', f'--sample_file={sample}',
+              '--num_chars=200', *TINY[script])
+    assert out.returncode == 0, out.stderr
+    vocab = set(text_file.read_text(encoding='utf-8'))
+    train, val = final_losses(out.stdout)
+    assert val < math.log(len(vocab)) - 1.0, f'val loss {val} is not clearly below a uniform guess'
+    assert 'tokens/s' in out.stdout and 'ms/step' in out.stdout  # the progress lines
+    generated = sample.read_text(encoding='utf-8')
+    assert len(generated) == 201 and set(generated) <= vocab  # the first character plus 200 new ones
+    assert generated in out.stdout and ckpt.is_file()
+
+
+def test_attention_trick_checks_pass():
+    out = subprocess.run([sys.executable, str(ROOT / 'attention_trick.py')], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(re.findall(r'check passed', out.stdout)) >= 6 and 'FAILED' not in out.stdout
+    assert [int(n) for n in re.findall(r'^(\d)\. ', out.stdout, re.M)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('arg, message', [('--no_such_setting=3', 'unknown setting'),
+                                          ('--max_iters=fast', 'must be a int'),
+                                          ('--lr=[1]', 'must be a float')])
+def test_bad_override_exits_2(script, arg, message):
+    out = run(script, arg)
+    assert out.returncode == 2 and message in out.stderr and 'valid settings: input_file' in out.stderr
+    assert 'Traceback' not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_missing_input_file_is_a_clear_error(script, tmp_path):
+    out = run(script, f'--input_file={tmp_path / "nope.txt"}')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert 'nope.txt does not exist' in out.stderr and '--input_file=PATH' in out.stderr
+
+
+@pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')
+def test_bigram_reaches_the_best_bigram_loss(tmp_path):
+    # 2.482 is the smoothed count table's val loss: no bigram model can do much better on this split
+    out = run('bigram.py', f'--input_file={SHARED_TEXT}', f'--checkpoint={tmp_path / "b.pt"}', '--num_chars=10')
+    assert out.returncode == 0, out.stderr
+    assert final_losses(out.stdout)[1] <= 2.482 + 0.005
+
+
+def test_kv_cache_gives_the_same_logits(monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    torch.manual_seed(0)
+    model = gpt.GPT(vocab_size=20).eval()
+    idx = torch.randint(20, (1, gpt.block_size))
+    with torch.no_grad():
+        full = model(idx)  # every position's logits, the whole window at once
+        caches = [[] for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
+        stepped = torch.cat([model(idx[:, :8], caches=caches)] +
+                            [model(idx[:, t:t + 1], caches=caches, start=t) for t in range(8, gpt.block_size)], dim=1)
+    assert torch.allclose(full, stepped, atol=1e-5), (full - stepped).abs().max()
+    monkeypatch.setattr(gpt, 'temperature', 0)  # greedy, so that both generations must pick the same characters
+    assert torch.equal(model.generate(idx[:, :5], 40, use_cache=True), model.generate(idx[:, :5], 40, use_cache=False))
+
+
+# ---------------------------------------------------------------------- fetching Tiny Shakespeare
+def serve(body):
+    """A one-file HTTP server on 127.0.0.1; returns its URL and a function that stops it."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f'http://127.0.0.1:{server.server_port}/input.txt', server.shutdown
+
+
+@pytest.fixture
+def lone_script(tmp_path):  # a copy of bigram.py in a folder with no input.txt beside it
+    shutil.copy(ROOT / 'bigram.py', tmp_path / 'bigram.py')
+    return tmp_path / 'bigram.py'
+
+
+@pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')
+def test_download_writes_the_checked_file(lone_script):
+    url, stop = serve(SHARED_TEXT.read_bytes())
+    try:
+        out = run(lone_script, f'--input_url={url}', '--max_iters=2', '--num_chars=5')
+    finally:
+        stop()
+    assert out.returncode == 0, out.stderr
+    assert 'downloaded Tiny Shakespeare' in out.stdout and 'sha256 checked' in out.stdout
+    written = lone_script.parent / 'input.txt'
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == hashlib.sha256(SHARED_TEXT.read_bytes()).hexdigest()
+    assert sorted(p.name for p in lone_script.parent.iterdir()) == ['bigram.pt', 'bigram.py', 'input.txt']
+
+
+def test_download_with_wrong_checksum_writes_nothing(lone_script):
+    url, stop = serve(b'not Shakespeare at all\n' * 100)
+    try:
+        out = run(lone_script, f'--input_url={url}')
+    finally:
+        stop()
+    assert out.returncode == 2 and 'wrong sha256' in out.stderr and '--input_file=PATH' in out.stderr
+    assert 'Traceback' not in out.stderr
+    assert [p.name for p in lone_script.parent.iterdir()] == ['bigram.py']  # no input.txt, no temp file
+
+
+def test_download_from_a_refusing_server_is_a_clear_error(lone_script):
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = run(lone_script, f'--input_url=http://127.0.0.1:{port}/input.txt')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert 'downloading' in out.stderr and 'failed' in out.stderr and '--input_file=PATH' in out.stderr
+    assert [p.name for p in lone_script.parent.iterdir()] == ['bigram.py']
