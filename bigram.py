@@ -51,15 +51,14 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
             value = text if isinstance(default, str) else ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        if type(default) is float and type(value) is int:
-            value = float(value)
+        value = float(value) if type(default) is float and type(value) is int else value
         if type(value) is not type(default):
             fail(f'--{name} must be a {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
     positive = ['block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval']
     problems = [f'{k} must be positive' for k in positive if globals()[k] <= 0]
-    problems += [f'{k} must not be negative' for k in ('stop_after', 'num_chars', 'top_k', 'temperature',
-                                                     'lr', 'weight_decay') if globals()[k] < 0]
+    problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'num_chars', 'top_k', 'temperature',
+                                                     'lr', 'weight_decay') if not 0 <= globals()[k] < 1e30]
     if problems:
         fail('; '.join(problems))
     try:
@@ -81,23 +80,18 @@ def read_text(path):
     if path == SETTINGS['input_file'] and not os.path.exists(path):
         try:
             data = urllib.request.urlopen(input_url, timeout=60).read()
+            problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
         except (OSError, ValueError) as e:
-            fail(f'{path} is missing and downloading {input_url} failed ({e}); '
-                 f'put a text file there or pass --input_file=PATH')
-        if hashlib.sha256(data).hexdigest() != SHA256:
-            fail(f'{path} is missing and {input_url} sent something else (wrong sha256); '
-                 f'put a text file there or pass --input_file=PATH')
+            problem = f'failed ({e})'
+        if problem:
+            fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
         write_atomically(path, lambda f: f.write(data))
         print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
     try:
         with open(path, 'rb') as f:
             data = f.read()
-    except FileNotFoundError:
-        fail(f'input file {path} does not exist; put a text file there or pass --input_file=PATH')
-    except IsADirectoryError:
-        fail(f'input file {path} is a directory, not a text file')
-    except OSError as e:
-        fail(f'input file {path} cannot be read ({e.strerror})')
+    except OSError as e:  # missing, a directory, no permission...
+        fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
     try:
         return data.decode('utf-8')
     except UnicodeDecodeError as e:
@@ -176,7 +170,9 @@ def main():
     print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-    def save():
+    def save():  # never over a good checkpoint with a broken model
+        if not model.table.weight.isfinite().all():
+            fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
         state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
                  'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': optimizer.state_dict(),
                  'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
@@ -224,10 +220,7 @@ def main():
             if step % eval_interval == 0 and step < last:
                 print(f'step {step}: val loss {split_loss(val_data):.4f}')
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        train_loss, val_loss = split_loss(train_data), split_loss(val_data)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            fail(f'the loss became non-finite by step {step}; the last checkpoint written is untouched')
-        print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
+        print(f'final: train loss {split_loss(train_data):.4f}, val loss {split_loss(val_data):.4f}')
         save()
         print(f'saved {checkpoint}')
 
@@ -242,6 +235,5 @@ def main():
 if __name__ == '__main__':
     try:
         main()
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
+    except KeyboardInterrupt:  # outside the training loop there is nothing to save
         sys.exit(130)

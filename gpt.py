@@ -62,15 +62,14 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
             value = text if isinstance(default, str) else ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        if type(default) is float and type(value) is int:
-            value = float(value)
+        value = float(value) if type(default) is float and type(value) is int else value
         if type(value) is not type(default):
             fail(f'--{name} must be a {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
     positive = ['n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval']
     problems = [f'{k} must be positive' for k in positive if globals()[k] <= 0]
-    problems += [f'{k} must not be negative' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
-                                                     'temperature', 'grad_clip', 'lr', 'muon_lr') if globals()[k] < 0]
+    problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
+                                                     'temperature', 'grad_clip', 'lr', 'muon_lr') if not 0 <= globals()[k] < 1e30]
     if n_embd % n_head or (n_embd // n_head) % 2:
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
     if not 0 <= dropout < 1:
@@ -99,23 +98,18 @@ def read_text(path):
     if path == SETTINGS['input_file'] and not os.path.exists(path):
         try:
             data = urllib.request.urlopen(input_url, timeout=60).read()
+            problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
         except (OSError, ValueError) as e:
-            fail(f'{path} is missing and downloading {input_url} failed ({e}); '
-                 f'put a text file there or pass --input_file=PATH')
-        if hashlib.sha256(data).hexdigest() != SHA256:
-            fail(f'{path} is missing and {input_url} sent something else (wrong sha256); '
-                 f'put a text file there or pass --input_file=PATH')
+            problem = f'failed ({e})'
+        if problem:
+            fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
         write_atomically(path, lambda f: f.write(data))
         print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
     try:
         with open(path, 'rb') as f:
             data = f.read()
-    except FileNotFoundError:
-        fail(f'input file {path} does not exist; put a text file there or pass --input_file=PATH')
-    except IsADirectoryError:
-        fail(f'input file {path} is a directory, not a text file')
-    except OSError as e:
-        fail(f'input file {path} cannot be read ({e.strerror})')
+    except OSError as e:  # missing, a directory, no permission...
+        fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
     try:
         return data.decode('utf-8')
     except UnicodeDecodeError as e:
@@ -137,7 +131,7 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------------------------- the model
 def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle that grows with the position
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
 class SelfAttention(nn.Module):
@@ -264,19 +258,21 @@ def main():
     step = 0
     if ckpt:
         model.load_state_dict(ckpt['model'])
-        if not sample_only:
-            for opt, state in zip(optimizers, ckpt['optimizers']):
-                opt.load_state_dict(state)
-            step = ckpt['step']
-            gen.set_state(ckpt['rng'])
-            torch.set_rng_state(ckpt['torch_rng'])
+    if ckpt and not sample_only:  # resuming: the optimizers, the step count and the random numbers go on too
+        for opt, state in zip(optimizers, ckpt['optimizers']):
+            opt.load_state_dict(state)
+        step = ckpt['step']
+        gen.set_state(ckpt['rng'])
+        torch.set_rng_state(ckpt['torch_rng'])
     amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
     if master:
         print(f'device {device}, dtype {dtype}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '
               f'vocabulary {len(chars)}, {world} process{"es" if world > 1 else ""}')
         print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-    def save():
+    def save():  # never over a good checkpoint with a broken model
+        if not all(p.isfinite().all() for p in model.parameters()):
+            fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
         state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
                  'settings': {k: globals()[k] for k in SETTINGS}, 'optimizers': [o.state_dict() for o in optimizers],
                  'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
@@ -304,8 +300,8 @@ def main():
         net = torch.compile(model) if compile else model
         net = DistributedDataParallel(net) if ddp else net
         stop = []  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the current step
-        signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.append(True))
         last = min(max_iters, step + stop_after) if stop_after else max_iters
         t_log, s_log = time.time(), step
         while step < last:
@@ -341,23 +337,18 @@ def main():
                     print(f'interrupted at step {step}: checkpoint saved to {checkpoint}')
                 sys.exit(130)
             if master and step % eval_interval == 0 and step < last:
-                val = split_loss(val_data)
-                print(f'step {step}: val loss {val:.4f}')
-                if not math.isfinite(val):
-                    fail(f'the validation loss became {val} at step {step}; stopped, the last checkpoint is untouched')
+                print(f'step {step}: val loss {split_loss(val_data):.4f}')
                 save()
                 t_log, s_log = time.time(), step  # evaluation time is not training time
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if ddp:
             dist.destroy_process_group()
-        if not master:
-            return
-        train_loss, val_loss = split_loss(train_data), split_loss(val_data)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            fail(f'the loss became non-finite by step {step}; the last checkpoint written is untouched')
-        print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
-        save()
-        print(f'saved {checkpoint}')
+        if master:
+            print(f'final: train loss {split_loss(train_data):.4f}, val loss {split_loss(val_data):.4f}')
+            save()
+            print(f'saved {checkpoint}')
+    if not master:
+        return
 
     # ---------------------------------------------------------------------------------- sampling
     context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)
@@ -372,6 +363,5 @@ def main():
 if __name__ == '__main__':
     try:
         main()
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
+    except KeyboardInterrupt:  # outside the training loop there is nothing to save
         sys.exit(130)

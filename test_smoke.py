@@ -72,7 +72,7 @@ def test_bad_override_exits_2(script, arg, message):
 def test_missing_input_file_is_a_clear_error(script, tmp_path):
     out = run(script, f'--input_file={tmp_path / "nope.txt"}')
     assert out.returncode == 2 and 'Traceback' not in out.stderr
-    assert 'nope.txt does not exist' in out.stderr and '--input_file=PATH' in out.stderr
+    assert 'nope.txt: No such file or directory' in out.stderr and '--input_file=PATH' in out.stderr
 
 
 @pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')

@@ -1,0 +1,165 @@
+"""Benchmark gpt.py on the machine at hand and print every figure (nothing here asserts; the tests do that).
+
+    python bench.py                  all three parts, about 9 minutes on a 2-core CPU
+    python bench.py train            1. `python gpt.py` with its defaults: whole-process wall time and final val loss
+    python bench.py throughput       2. training tokens/s at the lecture's size, against a lecture-style model
+    python bench.py sampling         3. 2,000 characters from a lecture-size model, with and without the KV cache
+Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
+"""
+import re, subprocess, sys, time
+from pathlib import Path
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.argv, args = sys.argv[:1], sys.argv[1:]  # gpt.py reads its own settings from sys.argv when run, not imported
+sys.path.insert(0, str(HERE))
+import gpt  # noqa: E402
+
+device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), 'cpu')
+parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling']
+LECTURE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256)  # the lecture's gpt.py, with batch 64
+BATCH, VOCAB = 64, 65
+
+
+def peak_gflops(dtype, n=2048, reps=10):  # what a large square matmul reaches here: the ceiling for a model
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    t = time.time()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize() if device == 'cuda' else None
+    return 2 * n ** 3 * reps / (time.time() - t) / 1e9
+
+
+class LectureGPT(nn.Module):
+    """The lecture's model as it is usually written: one module per head, explicit masked softmax, learned position
+    embeddings, dropout 0.2, float32. Written here only to be timed beside gpt.py at the same size."""
+
+    def __init__(self, n_layer, n_head, n_embd, block_size):
+        super().__init__()
+        hs = n_embd // n_head
+
+        class Head(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.key, self.query, self.value = (nn.Linear(n_embd, hs, bias=False) for _ in range(3))
+                self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)))
+                self.dropout = nn.Dropout(0.2)
+
+            def forward(self, x):
+                T = x.shape[1]
+                wei = self.query(x) @ self.key(x).transpose(-2, -1) * hs ** -0.5
+                wei = F.softmax(wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')), dim=-1)
+                return self.dropout(wei) @ self.value(x)
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.heads = nn.ModuleList(Head() for _ in range(n_head))
+                self.proj, self.drop = nn.Linear(n_embd, n_embd), nn.Dropout(0.2)
+                self.ffwd = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd),
+                                          nn.Dropout(0.2))
+                self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+
+            def forward(self, x):
+                x = x + self.drop(self.proj(torch.cat([h(self.ln1(x)) for h in self.heads], dim=-1)))
+                return x + self.ffwd(self.ln2(x))
+
+        self.tok, self.pos = nn.Embedding(VOCAB, n_embd), nn.Embedding(block_size, n_embd)
+        self.blocks = nn.Sequential(*[Block() for _ in range(n_layer)])
+        self.ln_f, self.head = nn.LayerNorm(n_embd), nn.Linear(n_embd, VOCAB)
+
+    def forward(self, idx, targets):
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        logits = self.head(self.ln_f(self.blocks(x)))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def tokens_per_second(step, steps):
+    step()  # warm-up
+    t = time.time()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize() if device == 'cuda' else None
+    return BATCH * LECTURE['block_size'] * steps / (time.time() - t)
+
+
+def part_train():
+    print('1. python gpt.py with its defaults (whole process: start-up, training, evaluation, sample)')
+    t = time.time()
+    out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--device={device}',
+                          f'--checkpoint={HERE / "bench_gpt.pt"}'], capture_output=True, text=True)
+    wall = time.time() - t
+    final = re.search(r'^final: .*$', out.stdout, re.M)
+    print(f'   wall time {wall:.0f} s, {final[0] if final else "no final line: " + out.stderr[-500:]}')
+    Path(HERE / 'bench_gpt.pt').unlink(missing_ok=True)
+
+
+def part_throughput(steps=3):
+    print(f'2. training throughput at the lecture\'s size ({LECTURE}, batch {BATCH}), {steps} steps each')
+    x = torch.randint(VOCAB, (BATCH, LECTURE['block_size']), device=device)
+    fp32, bf16 = peak_gflops(torch.float32), peak_gflops(torch.bfloat16)
+    print(f'   matmul peak here: {fp32:.0f} GFLOP/s float32, {bf16:.0f} GFLOP/s bfloat16')
+
+    torch.manual_seed(0)
+    lecture = LectureGPT(**LECTURE).to(device)
+    opt = torch.optim.AdamW(lecture.parameters(), lr=3e-4)
+
+    def lecture_step():
+        loss = lecture(x, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    base = tokens_per_second(lecture_step, steps)
+    print(f'   lecture-style model: {base:,.0f} tokens/s')
+    del lecture, opt
+
+    for k, v in LECTURE.items():
+        setattr(gpt, k, v)
+    gpt.dropout = 0.0
+    model = gpt.GPT(VOCAB).to(device)
+    is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
+    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, weight_decay=0),
+            torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
+    amp = torch.autocast(device, dtype=torch.bfloat16)
+
+    def gpt_step():
+        with amp:
+            loss = model(x, x)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+    ours = tokens_per_second(gpt_step, steps)
+    matrices = sum(p.numel() for n, p in model.named_parameters() if is_matrix(n, p)) + VOCAB * LECTURE['n_embd']
+    T, C, L = LECTURE['block_size'], LECTURE['n_embd'], LECTURE['n_layer']
+    flops_per_token = 6 * matrices + 6 * L * T * C  # weights (forward + backward), plus causal attention scores
+    achieved = ours * flops_per_token / 1e9
+    print(f'   gpt.py: {ours:,.0f} tokens/s, {ours / base:.2f}x the lecture-style model; '
+          f'{achieved:.0f} GFLOP/s of model arithmetic = {achieved / bf16:.0%} of the bfloat16 matmul peak '
+          f'({achieved / fp32:.0%} of float32\'s)')
+
+
+def part_sampling(n=2000):
+    print(f'3. generating {n} characters from a lecture-size model (random weights: the cost is the same)')
+    for k, v in LECTURE.items():
+        setattr(gpt, k, v)
+    torch.manual_seed(0)
+    model = gpt.GPT(VOCAB).to(device).eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+    times = {}
+    for use_cache in (True, False):
+        t = time.time()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            model.generate(prompt, n, use_cache=use_cache)
+        times[use_cache] = time.time() - t
+        print(f'   {"with" if use_cache else "without"} the KV cache: {times[use_cache]:.1f} s, '
+              f'{n / times[use_cache]:,.0f} characters/s')
+    print(f'   the cache is {times[False] / times[True]:.1f}x faster')
+
+
+for part in parts:
+    {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling}[part]()

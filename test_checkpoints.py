@@ -1,0 +1,193 @@
+"""Checkpoints, resume, sampling from a saved model, and bad input: every failure is one clear line on stderr,
+exit status 2, and the files on disk stay as they were."""
+import os, re, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+import torch
+from test_smoke import ROOT, SCRIPTS, TINY, final_losses, run, text_file  # noqa: F401 (text_file: a fixture)
+
+CKPT_NAME = {'bigram.py': 'bigram.pt', 'gpt.py': 'gpt.pt'}
+
+
+def snapshot(folder):  # every file's bytes: what "nothing on disk changed" compares
+    return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+
+
+def step_losses(stdout):
+    return re.findall(r'^step (\d+)/\d+ \| loss (\d+\.\d+)', stdout, re.M)
+
+
+def assert_clear_error(out, *fragments):
+    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr)
+    assert 'Traceback' not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr, (fragment, out.stderr)
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory, text_file):
+    """One tiny trained checkpoint per script, shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp('trained')
+    for script in SCRIPTS:
+        out = run(script, f'--input_file={text_file}', f'--checkpoint={folder / CKPT_NAME[script]}',
+                  '--num_chars=0', *TINY[script])
+        assert out.returncode == 0, out.stderr
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path, trained):  # a private copy of the trained checkpoints
+    for p in trained.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    return tmp_path
+
+
+# ---------------------------------------------------------------------- resume
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path):
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY[script], '--max_iters=30', '--log_interval=1']
+    whole = run(script, *common, f'--checkpoint={tmp_path / "whole.pt"}')
+    first = run(script, *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=12')
+    second = run(script, *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
+    for out in (whole, first, second):
+        assert out.returncode == 0, out.stderr
+    assert [s for s, _ in step_losses(first.stdout)] == [str(i) for i in range(1, 13)]
+    assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
+    assert final_losses(second.stdout) == final_losses(whole.stdout)
+    a = torch.load(tmp_path / 'whole.pt', weights_only=True)
+    b = torch.load(tmp_path / 'split.pt', weights_only=True)
+    assert a['step'] == b['step'] == 30
+    for name, weight in a['model'].items():  # the same model, to float tolerance
+        assert torch.allclose(weight, b['model'][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
+    other = workdir / 'other.txt'
+    other.write_text(text_file.read_text(encoding='utf-8') + 'Zé\n', encoding='utf-8')
+    before = snapshot(workdir)
+    out = run(script, f'--input_file={other}', f'--checkpoint={workdir / CKPT_NAME[script]}', '--resume=True',
+              *TINY[script])
+    assert_clear_error(out, 'never seen', "'Zé'")
+    assert snapshot(workdir) == before
+
+
+def test_resume_refuses_another_model_shape(workdir, text_file):
+    before = snapshot(workdir)
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', '--resume=True',
+              *TINY['gpt.py'], '--n_embd=64')
+    assert_clear_error(out, '--n_embd=64 does not fit', 'n_embd=32')
+    assert snapshot(workdir) == before
+
+
+# ---------------------------------------------------------------------- sampling from a checkpoint
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_sample_from_a_checkpoint_with_a_prompt(script, workdir, text_file):
+    before = snapshot(workdir)
+    ckpt = f'--checkpoint={workdir / CKPT_NAME[script]}'
+    exact = ['--dtype=float32'] if script == 'gpt.py' else []  # bfloat16 logits can tie, and ties break apart
+    greedy = run(script, ckpt, '--sample_only=True', '--prompt=to be', '--num_chars=60', '--temperature=0',
+                 f'--sample_file={workdir / "greedy.txt"}', *exact)
+    top1 = run(script, ckpt, '--sample_only=True', '--prompt=to be', '--num_chars=60', '--top_k=1', *exact)
+    assert greedy.returncode == 0 and top1.returncode == 0, greedy.stderr + top1.stderr
+    sample = (workdir / 'greedy.txt').read_text(encoding='utf-8')
+    assert sample.startswith('to be') and len(sample) == 65 and set(sample) <= set(text_file.read_text())
+    assert sample in greedy.stdout and sample in top1.stdout  # top_k=1 is greedy too
+    assert 'final:' not in greedy.stdout  # nothing was trained
+    assert {k: v for k, v in snapshot(workdir).items() if k != 'greedy.txt'} == before
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_prompt_with_unknown_characters(script, workdir):
+    out = run(script, f'--checkpoint={workdir / CKPT_NAME[script]}', '--sample_only=True', '--prompt=Zebra§')
+    assert_clear_error(out, 'not in the vocabulary', "'Z§'")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):
+    ckpt = tmp_path / 'gpt.pt'
+    args = [f'--input_file={text_file}', f'--checkpoint={ckpt}', *TINY['gpt.py'], '--max_iters=100000',
+            '--log_interval=1', '--device=cpu']
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'gpt.py'), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith('step 3/'):
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    step = int(re.search(r'interrupted at step (\d+): checkpoint saved to (.*)$', stdout, re.M)[1])
+    assert str(ckpt) in stdout and 'Traceback' not in stderr
+    assert torch.load(ckpt, weights_only=True)['step'] == step >= 3
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('make, fragments', [
+    (lambda d: d / 'folder', ['folder: Is a directory']),
+    (lambda d: d / 'small.bin' / 'x.txt', ['x.txt: Not a directory']),
+    (lambda d: d / 'empty.txt', ['has 0 characters', 'needs at least']),
+    (lambda d: d / 'short.txt', ['has 100 characters', 'needs at least']),
+    (lambda d: d / 'latin1.bin', ['not valid UTF-8', 'offset 6']),
+], ids=['directory', 'unreadable', 'empty', 'too-short', 'not-utf8'])
+def test_bad_input_file(script, make, fragments, tmp_path):
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'small.bin').write_bytes(b'x')
+    (tmp_path / 'empty.txt').write_bytes(b'')
+    (tmp_path / 'short.txt').write_text('a' * 100)
+    (tmp_path / 'latin1.bin').write_bytes(b'hello \xe9t\xe9 ' * 500)
+    before = snapshot(tmp_path)
+    out = run(script, f'--input_file={make(tmp_path)}', f'--checkpoint={tmp_path / "model.pt"}')
+    assert_clear_error(out, *fragments)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root can read a file without read permission')
+def test_input_file_without_read_permission(tmp_path):
+    path = tmp_path / 'secret.txt'
+    path.write_text('x' * 10000)
+    path.chmod(0)
+    assert_clear_error(run('gpt.py', f'--input_file={path}'), 'secret.txt: Permission denied')
+
+
+@pytest.mark.parametrize('script, args, fragment', [
+    ('gpt.py', ['--n_layer=0'], 'n_layer must be positive'),
+    ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
+    ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
+    ('gpt.py', ['--block_size=2000'], 'needs at least 20010'),
+    ('bigram.py', ['--batch_size=0'], 'batch_size must be positive'),
+    ('bigram.py', ['--block_size=2000'], 'needs at least 20010'),
+])
+def test_impossible_setting(script, args, fragment, text_file, tmp_path):
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', *args)
+    assert_clear_error(out, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('kind, fragment', [('missing', 'does not exist'), ('truncated', 'truncated or not'),
+                                            ('not-a-checkpoint', 'truncated or not'),
+                                            ('other-script', 'checkpoint (it comes from')])
+def test_bad_checkpoint(script, kind, fragment, workdir, text_file):
+    path = workdir / 'suspect.pt'
+    other = 'gpt.pt' if script == 'bigram.py' else 'bigram.pt'
+    if kind == 'truncated':
+        data = (workdir / CKPT_NAME[script]).read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == 'not-a-checkpoint':
+        path.write_text('these are not the weights you are looking for')
+    elif kind == 'other-script':
+        path.write_bytes((workdir / other).read_bytes())
+    before = snapshot(workdir)
+    for mode in ('--resume=True', '--sample_only=True'):
+        out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script])
+        assert_clear_error(out, 'suspect.pt', fragment)
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_file):
+    before = snapshot(workdir)
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
+              *TINY[script], '--lr=1e29', '--muon_lr=1e29' if script == 'gpt.py' else '--lr=1e29')
+    assert_clear_error(out, 'the loss became', 'at step', 'untouched')
+    assert snapshot(workdir) == before
