@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # ---------------------------------------------------------------------------------- settings
-input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8)
-input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'  # fetched if input.txt is missing
+input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
+input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 checkpoint = os.path.join(HERE, 'bigram.pt')  # written at the end of training
 resume = False        # continue training from `checkpoint` instead of starting afresh
 sample_only = False   # only load `checkpoint` and generate
@@ -31,7 +31,7 @@ num_chars = 500       # characters to generate
 temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
 top_k = 0             # sample among the k likeliest characters only (0: all)
 sample_file = ''      # also write the sample to this file
-SETTINGS = {k: v for k, v in globals().items() if k.islower() and k[0] != '_' and isinstance(v, (bool, int, float, str))}
+SETTINGS = {k: v for k, v in globals().items() if k[0].islower() and isinstance(v, (bool, int, float, str))}
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
 
 
@@ -53,12 +53,14 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
             value = text
         value = float(value) if type(default) is float and type(value) is int else value
         if type(value) is not type(default):
-            fail(f'--{name} must be a {type(default).__name__}, not {text!r}; {valid}')
+            fail(f'--{name} must be of type {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
-    positive = ['block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval']
-    problems = [f'{k} must be positive' for k in positive if globals()[k] <= 0]
+    problems = [f'{k} must be positive' for k in ('block_size', 'batch_size', 'max_iters', 'eval_interval',
+                                                  'log_interval') if globals()[k] <= 0]
     problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'num_chars', 'top_k', 'temperature',
-                                                     'lr', 'weight_decay') if not 0 <= globals()[k] < 1e30]
+                 'lr', 'weight_decay') if not 0 <= globals()[k] < 1e30]
+    if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
     if problems:
         fail('; '.join(problems))
     try:
@@ -69,11 +71,16 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
 
 def write_atomically(path, write):  # a crash while writing leaves the old file as it was
     tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        fail(f'cannot write {path}: {e.strerror}')
 
 
 def read_text(path):
@@ -84,7 +91,8 @@ def read_text(path):
         except (OSError, ValueError) as e:
             problem = f'failed ({e})'
         if problem:
-            fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
+            fail(f'{path} is missing and downloading {input_url} {problem}; '
+                 'put a text file there or pass --input_file=PATH')
         write_atomically(path, lambda f: f.write(data))
         print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
     try:
@@ -104,9 +112,10 @@ def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: never runs code
     except Exception as e:
-        fail(f'checkpoint {path} cannot be loaded: truncated or not a checkpoint ({str(e).splitlines()[0][:120]})')
-    if not isinstance(ckpt, dict) or ckpt.get('script') != 'bigram.py':
-        fail(f'{path} is not a bigram.py checkpoint (it comes from {ckpt.get("script") if isinstance(ckpt, dict) else "elsewhere"})')
+        fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint ({str(e).splitlines()[0][:100]})')
+    origin = ckpt.get('script') if isinstance(ckpt, dict) else None
+    if origin != 'bigram.py':
+        fail(f'{path} is not a bigram.py checkpoint (it comes from {origin or "something else"})')
     return ckpt
 
 
@@ -147,8 +156,7 @@ def main():
         if unknown:
             fail(f'{input_file} has characters that {checkpoint} has never seen: {unknown!r}')
         if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
-            fail(f'{input_file} has {len(text)} characters; with block_size={block_size} it needs at least '
-                 f'{10 * (block_size + 1)} (or pass a smaller --block_size)')
+            fail(f'{input_file} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
     chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
     stoi = {c: i for i, c in enumerate(chars)}
     unknown = ''.join(sorted(set(prompt) - set(chars)))
@@ -157,35 +165,36 @@ def main():
 
     torch.manual_seed(seed)
     model = Bigram(len(chars)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
-    step = 0
     if ckpt:
         model.load_state_dict(ckpt['model'])
-        if not sample_only:
-            optimizer.load_state_dict(ckpt['optimizer'])
-            step = ckpt['step']
-            gen.set_state(ckpt['rng'])
-            torch.set_rng_state(ckpt['torch_rng'])
     print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
-
-    def save():  # never over a good checkpoint with a broken model
-        if not model.table.weight.isfinite().all():
-            fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
-        state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
-                 'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': optimizer.state_dict(),
-                 'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
-        write_atomically(checkpoint, lambda f: torch.save(state, f))
-
-    @torch.no_grad()
-    def split_loss(data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
-        n = (len(data) - 1) // block_size
-        return model(data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)).item()
 
     if not sample_only:
         data = torch.tensor([stoi[c] for c in text], device=device)
         train_data, val_data = data[:int(0.9 * len(data))], data[int(0.9 * len(data)):]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
+        step = 0
+        if ckpt:  # resuming: the optimizer, the step count and the random numbers go on too
+            optimizer.load_state_dict(ckpt['optimizer'])
+            step = ckpt['step']
+            gen.set_state(ckpt['rng'])
+            torch.set_rng_state(ckpt['torch_rng'])
+
+        def save():  # never over a good checkpoint with a broken model
+            if not model.table.weight.isfinite().all():
+                fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
+            state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
+                     'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': optimizer.state_dict(),
+                     'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
+            write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+        @torch.no_grad()
+        def split_loss(data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
+            n = (len(data) - 1) // block_size
+            x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
+            return sum(model(x[i:i + 256], y[i:i + 256]).item() * len(x[i:i + 256]) for i in range(0, n, 256)) / n
 
         def get_batch():
             ix = torch.randint(len(train_data) - block_size, (batch_size,), generator=gen)

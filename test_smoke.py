@@ -60,8 +60,7 @@ def test_attention_trick_checks_pass():
 
 @pytest.mark.parametrize('script', SCRIPTS)
 @pytest.mark.parametrize('arg, message', [('--no_such_setting=3', 'unknown setting'),
-                                          ('--max_iters=fast', 'must be a int'),
-                                          ('--lr=[1]', 'must be a float')])
+                                          ('--max_iters=fast', '--max_iters must be of type int')])
 def test_bad_override_exits_2(script, arg, message):
     out = run(script, arg)
     assert out.returncode == 2 and message in out.stderr and 'valid settings: input_file' in out.stderr
