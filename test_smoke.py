@@ -1,5 +1,5 @@
 """Run every script as a user would: a subprocess, tiny settings, a small text written here, on the CPU."""
-import hashlib, http.server, math, re, shutil, socket, subprocess, sys, threading
+import hashlib, http.server, math, os, re, shutil, socket, subprocess, sys, threading
 from pathlib import Path
 import pytest
 import torch
@@ -15,8 +15,10 @@ SCRIPTS = list(TINY)
 
 
 def run(script, *args, cwd=None, timeout=120):
+    # one thread each: the tiny models gain nothing from two, and pytest -n 2 runs two scripts at once
     return subprocess.run([sys.executable, str(script if Path(str(script)).is_absolute() else ROOT / script),
-                           '--device=cpu', *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+                           '--device=cpu', *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
 def final_losses(stdout):
