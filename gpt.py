@@ -340,12 +340,13 @@ def main():
                 t_log, s_log = time.time(), step  # evaluation time is not training time
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        if ddp:
-            dist.destroy_process_group()
         if master:
             print(f'final: train loss {split_loss(train_data):.4f}, val loss {split_loss(val_data):.4f}')
             save()
             print(f'saved {checkpoint}')
+        if ddp:  # the others wait for the first process's evaluation, so that all part together
+            dist.barrier()
+            dist.destroy_process_group()
     if not master:
         return
 
