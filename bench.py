@@ -1,6 +1,6 @@
 """Benchmark gpt.py on the machine at hand and print every figure (nothing here asserts; the tests do that).
 
-    python bench.py                  all three parts, about 8 minutes on a 2-core CPU
+    python bench.py                  all three parts, about 10 minutes on a 2-core CPU
     python bench.py train            1. `python gpt.py` with its defaults: whole-process wall time and final val loss
     python bench.py throughput       2. training tokens/s at the lecture's size, against a lecture-style model
     python bench.py sampling         3. 2,000 characters from a lecture-size model, with and without the KV cache
@@ -153,15 +153,17 @@ def part_sampling(n=2000):
     # each way in its fastest precision: the cache as gpt.py samples (float16 on a CPU), the recomputation in
     # bfloat16 (float16's big matrix products are ~7x slower than bfloat16's on this CPU)
     half = torch.float16 if device == 'cpu' else torch.bfloat16
-    times = {}
-    for use_cache, dtype in ((True, half), (False, torch.bfloat16)):
-        t = time.time()
-        model.to(dtype).generate(prompt, n, use_cache=use_cache)
-        times[use_cache] = time.time() - t
-        print(f'   {"with" if use_cache else "without"} the KV cache, {str(dtype)[6:]} weights: '
-              f'{times[use_cache]:.1f} s, {n / times[use_cache]:,.0f} characters/s')
-    print(f'   the cache is {times[False] / times[True]:.1f}x faster')
-
+    times = {True: [], False: []}
+    for rep in range(3):  # alternately, three times each: this machine's speed drifts by 10-20% over a minute
+        for use_cache, dtype in ((True, half), (False, torch.bfloat16)):
+            t = time.time()
+            model.to(dtype).generate(prompt, n, use_cache=use_cache)
+            times[use_cache].append(time.time() - t)
+            print(f'   {"with" if use_cache else "without"} the KV cache, {str(dtype)[6:]} weights: '
+                  f'{times[use_cache][-1]:.1f} s, {n / times[use_cache][-1]:,.0f} characters/s')
+    cached, uncached = sorted(times[True])[1], sorted(times[False])[1]
+    print(f'   medians: {cached:.1f} s with the cache, {uncached:.1f} s without: the cache is '
+          f'{uncached / cached:.1f}x faster')
 
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling}[part]()
