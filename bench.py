@@ -121,7 +121,8 @@ def part_throughput(steps=3):
     gpt.dropout = 0.0
     model = gpt.GPT(VOCAB).to(device)
     is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
-    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, weight_decay=0),
+    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, weight_decay=0,
+                             ns_steps=3),  # as gpt.py
             torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
     amp = torch.autocast(device, dtype=torch.bfloat16)
 
