@@ -273,6 +273,8 @@ def main():
         if ckpt:  # resuming: the optimizers, the step count and the random numbers go on too
             for opt, state in zip(optimizers, ckpt['optimizers']):
                 opt.load_state_dict(state)
+            for g, rate in zip([g for opt in optimizers for g in opt.param_groups], (muon_lr, embed_lr, lr)):
+                g['peak_lr'] = rate  # the rates given now, not those saved: --lr and the like may have changed
             step = ckpt['step']
             gen.set_state(ckpt['rng'])
             torch.set_rng_state(ckpt['torch_rng'])

@@ -61,6 +61,19 @@ def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path
         assert torch.allclose(weight, b['model'][name], atol=1e-5), name
 
 
+def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=30',
+              f'--checkpoint={tmp_path / "gpt.pt"}']
+    assert run('gpt.py', *common, '--stop_after=12').returncode == 0
+    saved = torch.load(tmp_path / 'gpt.pt', weights_only=True)['model']
+    out = run('gpt.py', *common, '--resume=True', '--lr=0', '--embed_lr=0', '--muon_lr=0')
+    assert out.returncode == 0, out.stderr
+    resumed = torch.load(tmp_path / 'gpt.pt', weights_only=True)
+    assert resumed['step'] == 30
+    for name, weight in saved.items():  # with every rate 0, 18 more steps leave every weight as it was
+        assert torch.equal(weight, resumed['model'][name]), name
+
+
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     other = workdir / 'other.txt'
