@@ -264,17 +264,14 @@ def main():
         for name, p in model.named_parameters():
             (matrices if p.ndim == 2 and name.startswith('blocks') else embedding if name == 'embed.weight'
              else rest).append(p)
-        group = lambda params, rate: dict(params=params, lr=rate, peak_lr=rate)  # peak_lr: what the schedule scales
-        optimizers = [torch.optim.Muon([group(matrices, muon_lr)], weight_decay=0, ns_steps=3),  # 3 do as well as 5
-                      torch.optim.AdamW([group(embedding, embed_lr), group(rest, lr)], betas=(0.9, 0.95),
-                                        weight_decay=0, fused=device != 'mps')]
+        optimizers = [torch.optim.Muon(matrices, lr=muon_lr, weight_decay=0, ns_steps=3),  # 3 steps do as well as 5
+                      torch.optim.AdamW([dict(params=embedding, lr=embed_lr), dict(params=rest, lr=lr)],
+                                        betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
         gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
         step = 0
         if ckpt:  # resuming: the optimizers, the step count and the random numbers go on too
             for opt, state in zip(optimizers, ckpt['optimizers']):
                 opt.load_state_dict(state)
-            for g, rate in zip([g for opt in optimizers for g in opt.param_groups], (muon_lr, embed_lr, lr)):
-                g['peak_lr'] = rate  # the rates given now, not those saved: --lr and the like may have changed
             step = ckpt['step']
             gen.set_state(ckpt['rng'])
             torch.set_rng_state(ckpt['torch_rng'])
@@ -307,12 +304,12 @@ def main():
         stop = []  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the current step
         before = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
         last = min(max_iters, step + stop_after) if stop_after else max_iters
+        groups = [g for opt in optimizers for g in opt.param_groups]  # after resuming, which replaces them
         t_log, s_log = time.time(), step
         while step < last:
             factor = min((step + 1) / (warmup_iters + 1), (max_iters - step) / max(1, max_iters - warmup_iters))
-            for opt in optimizers:
-                for g in opt.param_groups:
-                    g['lr'] = g['peak_lr'] * factor  # warm up, then decay linearly to zero at max_iters
+            for g, peak in zip(groups, (muon_lr, embed_lr, lr)):  # the rates given now, also when resuming
+                g['lr'] = peak * factor  # warm up, then decay linearly to zero at max_iters
             x, y = get_batch()
             with amp:
                 loss = net(x, y)
