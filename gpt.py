@@ -369,3 +369,6 @@ if __name__ == '__main__':
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
         sys.exit(130)
+    if 'LOCAL_RANK' in os.environ:  # under torchrun: gloo's threads outlive destroy_process_group (once torch._dynamo
+        sys.stdout.flush()  # is imported, as the optimizers do) and can abort a normal exit, so leave at once
+        os._exit(0)
