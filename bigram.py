@@ -166,7 +166,10 @@ def main():
     torch.manual_seed(seed)
     model = Bigram(len(chars)).to(device)
     if ckpt:
-        model.load_state_dict(ckpt['model'])
+        try:
+            model.load_state_dict(ckpt['model'])
+        except RuntimeError:  # other weights' names or shapes: written by another version of this script
+            fail(f'{checkpoint} holds weights that do not fit this model (from another version of bigram.py?)')
     print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 

@@ -153,23 +153,18 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout if self.training else 0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C).type_as(x))
 
-class SwiGLU(nn.Module):  # half of the MLP's units gate the other half: better than GELU here (measured)
-    def forward(self, x):
-        a, b = x.chunk(2, dim=-1)
-        return F.silu(a) * b
-
 class Block(nn.Module):  # communication (attention) then computation (MLP), each on a normed residual branch
     def __init__(self):
         super().__init__()
         self.ln1, self.attn, self.ln2 = nn.LayerNorm(n_embd), SelfAttention(), nn.LayerNorm(n_embd)
         hidden = 8 * n_embd // 3  # two halves of this width hold as many weights as the usual 4x MLP
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 2 * hidden, bias=False), SwiGLU(),
-                                 nn.Linear(hidden, n_embd, bias=False))
+        self.up, self.down = nn.Linear(n_embd, 2 * hidden, bias=False), nn.Linear(hidden, n_embd, bias=False)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, cos, sin, cache=None):
         x = x + self.drop(self.attn(self.ln1(x), cos, sin, cache))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        gate, value = self.up(self.ln2(x)).chunk(2, dim=-1)  # SwiGLU: half of the MLP's units gate the other
+        return x + self.drop(self.down(F.silu(gate) * value))  # half, better than GELU here (measured)
 
 class GPT(nn.Module):
     def __init__(self, vocab_size):
@@ -179,7 +174,7 @@ class GPT(nn.Module):
         self.ln_f, self.head = nn.LayerNorm(n_embd), nn.Linear(n_embd, vocab_size, bias=False)
         for name, p in self.named_parameters():  # small weights, and branches that start near zero
             if p.ndim == 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(('proj.weight', 'mlp.2.weight')) else 0.02
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(('proj.weight', 'down.weight')) else 0.02
                 nn.init.normal_(p, std=std)
 
     def forward(self, idx, targets=None, caches=None, start=0):  # idx (B, T) -> logits (B, T, vocab) or loss
@@ -250,7 +245,10 @@ def main():
     torch.manual_seed(seed)
     model = GPT(len(chars)).to(device)
     if ckpt:
-        model.load_state_dict(ckpt['model'])
+        try:
+            model.load_state_dict(ckpt['model'])
+        except RuntimeError:  # other weights' names or shapes: written by another version of this script
+            fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
     amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
     if master:
         print(f'device {device}, dtype {dtype}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '

@@ -200,6 +200,19 @@ def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_checkpoint_from_another_version(script, workdir, text_file):
+    path = workdir / 'older.pt'
+    ckpt = torch.load(workdir / CKPT_NAME[script], weights_only=True)
+    ckpt['model'] = {f'old_{k}': v for k, v in ckpt['model'].items()}  # as if the weights had other names
+    torch.save(ckpt, path)
+    before = snapshot(workdir)
+    for mode in ('--sample_only=True', '--resume=True'):
+        out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script])
+        assert_clear_error(out, 'older.pt', 'do not fit this model')
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_file):
     before = snapshot(workdir)
     out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
