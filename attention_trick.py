@@ -4,7 +4,8 @@ with status 1 if any check fails.
 
     python attention_trick.py
 """
-import sys
+import sys, warnings
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

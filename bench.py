@@ -4,10 +4,13 @@
     python bench.py train            1. `python gpt.py` with its defaults: whole-process wall time and final val loss
     python bench.py throughput       2. training tokens/s at the lecture's size, against a lecture-style model
     python bench.py sampling         3. 2,000 characters from a lecture-size model, with and without the KV cache
+    python bench.py precision        4. ms per step of gpt.py's CPU model in the precision it picks, float32 and
+                                        bfloat16, natively and as on a CPU without bfloat16 (emulated, AVX2 only)
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import re, subprocess, sys, time
+import os, re, subprocess, sys, time, warnings
 from pathlib import Path
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +21,7 @@ sys.path.insert(0, str(HERE))
 import gpt  # noqa: E402
 
 device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), 'cpu')
-parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling']
+parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling', 'precision']
 LECTURE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256)  # the lecture's gpt.py, with batch 64
 BATCH, VOCAB = 64, 65
 
@@ -166,5 +169,56 @@ def part_sampling(n=2000):
     print(f'   medians: {cached:.1f} s with the cache, {uncached:.1f} s without: the cache is '
           f'{uncached / cached:.1f}x faster')
 
+AVX2 = {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ATEN_CPU_CAPABILITY': 'avx2'}  # a CPU without bfloat16 (most laptops)
+
+
+def part_precision():
+    print('4. gpt.py\'s CPU model (its default size), one training step and one sampled character, by precision')
+    for name, env in (('this CPU', {}), ('this CPU capped at AVX2, like a CPU without bfloat16', AVX2)):
+        print(f'   {name}:', flush=True)  # a fresh process: the caps must be set before torch starts
+        subprocess.run([sys.executable, str(HERE / 'bench.py'), 'precision_here'], env={**os.environ, **env})
+
+
+def median_ms(fn, reps):
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[reps // 2] * 1000
+
+
+def part_precision_here(reps=3):
+    chosen, why = gpt.pick_dtype()
+    print(f'   gpt.py picks {chosen} ({why})')
+    torch.manual_seed(0)
+    model = gpt.GPT(VOCAB)
+    x = torch.randint(VOCAB, (gpt.batch_size, gpt.block_size))
+    is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
+    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, ns_steps=3),
+            torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
+    step = {}
+    for dtype in ('float32', 'bfloat16'):
+        def train_step():
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype != 'float32'):
+                loss = model(x, x)
+            loss.backward()
+            for o in opts:
+                o.step()
+                o.zero_grad(set_to_none=True)
+        step[dtype] = median_ms(train_step, reps)
+    for dtype in ('float32', 'bfloat16'):
+        print(f'   training step ({gpt.batch_size} x {gpt.block_size}), {dtype:>8}: {step[dtype]:7.0f} ms')
+    print(f'   the pick is {step[chosen] / min(step.values()):.2f}x the faster of the two')
+    model.eval()
+    sampled = 'float16' if chosen != 'float32' else 'float32'  # as gpt.py casts its weights to sample on a CPU
+    for dtype in ('float32', 'float16', 'bfloat16'):
+        model.to(getattr(torch, dtype))
+        ms = median_ms(lambda: model.generate(x[:1, :1], 20), 3) / 20
+        print(f'   sampling, {dtype:>8} weights: {ms:5.2f} ms per character{"  <- gpt.py samples so" * (dtype == sampled)}')
+
+
 for part in parts:
-    {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling}[part]()
+    {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
+     'precision_here': part_precision_here}[part]()

@@ -4,7 +4,8 @@
     python bigram.py --sample_only=True --prompt="ROMEO:"   sample from bigram.pt without training
 Every setting below can be overridden as --name=value.
 """
-import ast, hashlib, math, os, signal, sys, time, urllib.request
+import ast, hashlib, math, os, signal, sys, time, urllib.request, warnings
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,7 +1,8 @@
 """A character-level GPT trained from scratch on one text file (Tiny Shakespeare unless told otherwise).
 Train with `python gpt.py` (or `torchrun --nproc_per_node=N gpt.py`), sample from the saved model with
 `python gpt.py --sample_only=True --prompt="ROMEO:"`; any setting below can be overridden as --name=value."""
-import ast, hashlib, math, os, pathlib, signal, sys, time, urllib.request
+import ast, hashlib, math, os, pathlib, signal, sys, time, urllib.request, warnings
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -33,8 +34,9 @@ eval_interval = 600   # steps between evaluations on the whole validation split 
 log_interval = 50     # steps between progress lines
 seed = 1337           # seeds the initial weights, the batches and the sample
 device = 'cuda' if GPU else 'mps' if torch.backends.mps.is_available() else 'cpu'  # or --device=cpu
-dtype = 'bfloat16'    # autocast precision of the matmuls; 'float32' turns autocast off
-compile = GPU         # torch.compile pays for itself on a GPU, not in a few CPU minutes
+dtype = 'auto'        # autocast precision of the matmuls: 'auto' takes the fastest this device runs natively
+                      # (see pick_dtype), or 'bfloat16', 'float16' (with loss scaling), 'float32' (no autocast)
+compile = GPU         # torch.compile pays for itself on a GPU, not in a few CPU minutes; off where it can't run
 prompt = ''           # the sample continues this text ('': from the vocabulary's first character)
 num_chars = 500       # characters to generate
 temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
@@ -68,8 +70,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
                  'temperature', 'grad_clip', 'lr', 'embed_lr', 'muon_lr') if not 0 <= globals()[k] < 1e30]
     if n_embd % n_head or (n_embd // n_head) % 2:
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
-    if not 0 <= dropout < 1 or dtype not in ('float32', 'bfloat16', 'float16'):
-        problems.append("dropout must be in [0, 1) and dtype 'float32', 'bfloat16' or 'float16'")
+    if not 0 <= dropout < 1 or dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        problems.append("dropout must be in [0, 1) and dtype 'auto', 'float32', 'bfloat16' or 'float16'")
     if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
         problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
     if problems:
@@ -122,6 +124,42 @@ def load_checkpoint(path):
     if origin != 'gpt.py':
         fail(f'{path} is not a gpt.py checkpoint (it comes from {origin or "something else"})')
     return ckpt
+
+def pick_dtype():  # the precision to train in, and why: the start line says both
+    if dtype != 'auto':
+        return dtype, 'as asked'
+    if device.startswith('cuda'):  # T4s, V100s and older cards have no bfloat16: float16 with loss scaling there
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return ('bfloat16', 'native on this GPU') if native else ('float16', 'this GPU has no native bfloat16')
+    if device == 'mps':  # Metal has bfloat16 from macOS 14 on; before that, full precision
+        try:
+            torch.ones(1, device=device, dtype=torch.bfloat16)
+            return 'bfloat16', 'supported on this Mac'
+        except (RuntimeError, TypeError):
+            return 'float32', 'no bfloat16 on this Mac'
+    # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 3-4x faster in it than in float32; one
+    # without (most laptops) emulates it 10-80x slower. Timing one small product each way tells which this is.
+    a = torch.randn(256, 256)
+    def seconds(dt):  # the fastest of five products, after a warm-up
+        b = a.to(dt)
+        times = []
+        for _ in range(6):
+            t = time.perf_counter()
+            b @ b
+            times.append(time.perf_counter() - t)
+        return min(times[1:])
+    speedup = seconds(torch.float32) / seconds(torch.bfloat16)
+    if speedup > 1:
+        return 'bfloat16', f'native on this CPU: {speedup:.1f}x float32\'s matmul speed'
+    return 'float32', f'bfloat16 is emulated on this CPU: {speedup:.2f}x float32\'s matmul speed'
+
+def compile_works():  # torch.compile needs Triton on a GPU and a C++ compiler on a CPU; try a tiny function
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(2, device=device))
+        return True
+    except Exception as e:
+        print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
+        return False
 
 # ---------------------------------------------------------------------------------- the model
 def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle that grows with the position
@@ -255,9 +293,13 @@ def main():
             model.load_state_dict(ckpt['model'])
         except RuntimeError:  # other weights' names or shapes: written by another version of this script
             fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
+    globals()['dtype'], why = pick_dtype()
     amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
+    # float16's narrow range would round small gradients to zero: the loss is scaled up before backward, and the
+    # gradients down before the step (steps whose gradients overflow are skipped); a no-op in other precisions
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
     if master:
-        print(f'device {device}, dtype {dtype}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '
+        print(f'device {device}, dtype {dtype} ({why}), {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '
               f'vocabulary {len(chars)}, {world} process{"es" if world > 1 else ""}')
         print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
@@ -279,13 +321,15 @@ def main():
             step = ckpt['step']
             gen.set_state(ckpt['rng'])
             torch.set_rng_state(ckpt['torch_rng'])
+            scaler.load_state_dict(ckpt['scaler'])
 
         def save():  # never over a good checkpoint with a broken model
             if not all(p.isfinite().all() for p in model.parameters()):
                 fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
             state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
                      'settings': {k: globals()[k] for k in SETTINGS}, 'rng': gen.get_state(),
-                     'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in optimizers]}
+                     'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in optimizers],
+                     'scaler': scaler.state_dict()}
             write_atomically(checkpoint, lambda f: torch.save(state, f))
 
         @torch.no_grad()
@@ -303,7 +347,7 @@ def main():
             xy = train_data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
             return xy[:, :-1], xy[:, 1:]
 
-        net = torch.compile(model) if compile else model
+        net = torch.compile(model) if compile and compile_works() else model
         net = DistributedDataParallel(net) if ddp else net
         stop = []  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the current step
         before = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -317,12 +361,15 @@ def main():
             x, y = get_batch()
             with amp:
                 loss = net(x, y)
-            loss.backward()
+            scaler.scale(loss).backward()
+            for opt in optimizers:
+                scaler.unscale_(opt)  # so that clipping sees the true gradients
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             for opt in optimizers:
-                opt.step()
+                scaler.step(opt)
                 opt.zero_grad(set_to_none=True)
+            scaler.update()
             step += 1
             status = torch.tensor([loss.item(), float(bool(stop))])
             if ddp:  # the mean loss over all processes, and a stop that any of them asked for

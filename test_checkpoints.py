@@ -4,17 +4,13 @@ import os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
-from test_smoke import ROOT, SCRIPTS, TINY, final_losses, run, text_file  # noqa: F401 (text_file: a fixture)
+from test_smoke import ROOT, SCRIPTS, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (a fixture)
 
 CKPT_NAME = {'bigram.py': 'bigram.pt', 'gpt.py': 'gpt.pt'}
 
 
 def snapshot(folder):  # every file's bytes: what "nothing on disk changed" compares
     return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
-
-
-def step_losses(stdout):
-    return re.findall(r'^step (\d+)/\d+ \| loss (\d+\.\d+)', stdout, re.M)
 
 
 def assert_clear_error(out, *fragments):
@@ -59,6 +55,23 @@ def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path
     assert a['step'] == b['step'] == 30
     for name, weight in a['model'].items():  # the same model, to float tolerance
         assert torch.allclose(weight, b['model'][name], atol=1e-5), name
+
+
+def test_float16_with_loss_scaling_trains_and_resumes(text_file, tmp_path):
+    # float16, as on a GPU without bfloat16: the loss is scaled, and the scale is part of what a resume restores
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=30', '--log_interval=1',
+              '--dtype=float16']
+    whole = run('gpt.py', *common, f'--checkpoint={tmp_path / "whole.pt"}')
+    first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=12')
+    second = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
+    for out in (whole, first, second):
+        assert out.returncode == 0 and out.stderr == '', out.stderr
+    assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
+    assert final_losses(second.stdout) == final_losses(whole.stdout)
+    train, val = final_losses(whole.stdout)
+    assert val < float(step_losses(whole.stdout)[0][1]) - 0.5  # it learned
+    scaler = torch.load(tmp_path / 'whole.pt', weights_only=True)['scaler']
+    assert scaler['scale'] >= 1 and scaler['_growth_tracker'] >= 0  # a live scaler, not a disabled one
 
 
 def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):

@@ -2,8 +2,7 @@
 the same total batch, which only holds if the gradients of the two halves are averaged."""
 import subprocess, sys
 import pytest
-from test_smoke import ROOT, TINY, final_losses, run, text_file  # noqa: F401 (text_file: a fixture)
-from test_checkpoints import step_losses
+from test_smoke import ROOT, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (text_file: a fixture)
 
 
 def test_two_processes_train_like_one(tmp_path, text_file):

@@ -1,5 +1,5 @@
 """Run every script as a user would: a subprocess, tiny settings, a small text written here, on the CPU."""
-import hashlib, http.server, math, os, re, shutil, socket, subprocess, sys, threading
+import hashlib, http.server, math, os, platform, re, shutil, socket, subprocess, sys, threading
 from pathlib import Path
 import pytest
 import torch
@@ -44,6 +44,7 @@ def test_trains_end_to_end(script, text_file, tmp_path):
     out = run(script, f'--input_file={text_file}', f'--checkpoint={ckpt}', f'--sample_file={sample}',
               '--num_chars=200', *TINY[script])
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ''  # a normal run says nothing on stderr (torch without numpy would warn there)
     vocab = set(text_file.read_text(encoding='utf-8'))
     train, val = final_losses(out.stdout)
     assert val < math.log(len(vocab)) - 1.0, f'val loss {val} is not clearly below a uniform guess'
@@ -55,7 +56,7 @@ def test_trains_end_to_end(script, text_file, tmp_path):
 
 def test_attention_trick_checks_pass():
     out = subprocess.run([sys.executable, str(ROOT / 'attention_trick.py')], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 0 and out.stderr == '', out.stdout + out.stderr
     assert len(re.findall(r'check passed', out.stdout)) >= 6 and 'FAILED' not in out.stdout
     assert [int(n) for n in re.findall(r'^(\d)\. ', out.stdout, re.M)] == [1, 2, 3, 4, 5, 6]
 
@@ -156,3 +157,43 @@ def test_download_from_a_refusing_server_is_a_clear_error(lone_script):
     assert out.returncode == 2 and 'Traceback' not in out.stderr
     assert 'downloading' in out.stderr and 'failed' in out.stderr and '--input_file=PATH' in out.stderr
     assert [p.name for p in lone_script.parent.iterdir()] == ['bigram.py']
+
+
+# ---------------------------------------------------------------------- precision and torch.compile
+AVX2 = {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ATEN_CPU_CAPABILITY': 'avx2'}  # as on a CPU without bfloat16
+
+
+@pytest.mark.skipif(platform.machine() not in ('x86_64', 'AMD64'), reason='the AVX2 cap is an x86 setting')
+def test_a_cpu_without_bfloat16_trains_in_float32(text_file, tmp_path, monkeypatch):
+    for name, value in AVX2.items():
+        monkeypatch.setenv(name, value)
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
+              *TINY['gpt.py'], '--max_iters=5')
+    assert out.returncode == 0, out.stderr
+    assert re.search(r'^device cpu, dtype float32 \(bfloat16 is emulated on this CPU', out.stdout, re.M), out.stdout
+    assert "dtype='float32'" in out.stdout  # the settings line: passing it back repeats the run
+
+
+def test_compiled_model_trains_like_the_plain_one(text_file, tmp_path):
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=8', '--log_interval=1',
+              '--dtype=float32', f'--checkpoint={tmp_path / "m.pt"}']
+    plain, compiled = run('gpt.py', *common), run('gpt.py', *common, '--compile=True')
+    assert plain.returncode == 0 and compiled.returncode == 0, plain.stderr + compiled.stderr
+    assert 'cannot run here' not in compiled.stdout and compiled.stderr == ''
+    a, b = step_losses(plain.stdout), step_losses(compiled.stdout)
+    assert len(a) == len(b) == 8
+    for (step, x), (_, y) in zip(a, b):  # the same arithmetic, fused differently
+        assert abs(float(x) - float(y)) <= 2e-3, (step, x, y)
+
+
+def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, monkeypatch):
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))  # where torch.compile looks for one on a CPU
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
+              *TINY['gpt.py'], '--max_iters=5', '--compile=True')
+    assert out.returncode == 0 and out.stderr == '', out.stderr
+    assert len(re.findall(r'^torch.compile cannot run here \(.*\); training without it$', out.stdout, re.M)) == 1
+    assert 'final:' in out.stdout
+
+
+def step_losses(stdout):
+    return re.findall(r'^step (\d+)/\d+ \| loss (\d+\.\d+)', stdout, re.M)
