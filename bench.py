@@ -6,9 +6,11 @@
     python bench.py sampling         3. 2,000 characters from a lecture-size model, with and without the KV cache
     python bench.py precision        4. ms per step of gpt.py's CPU model in the precision it picks, float32 and
                                         bfloat16, natively and as on a CPU without bfloat16 (emulated, AVX2 only)
+    python bench.py panel            5. gpt.py's defaults on texts of many sizes, kinds and alphabets, against the
+                                        best smoothed character n-gram model (about 45 minutes on a 2-core CPU)
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import os, re, subprocess, sys, time, warnings
+import collections, glob, gettext, math, os, random, re, subprocess, sys, sysconfig, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -219,6 +221,104 @@ def part_precision_here(reps=3):
         print(f'   sampling, {dtype:>8} weights: {ms:5.2f} ms per character{"  <- gpt.py samples so" * (dtype == sampled)}')
 
 
+def ngram_val_losses(text, block_size, max_order=7, discount=0.75):
+    """Interpolated absolute discounting, orders 1 to max_order, scored like gpt.py's final: line: the last 10% of
+    the text in non-overlapping windows of block_size, where the first position of a window sees one character."""
+    n = int(0.9 * len(text))
+    train, val = text[:n], text[n:]
+    counts, totals, followers = [], [], []  # per context length k: count(h + c), count(h), distinct c after h
+    for k in range(max_order):
+        grams = collections.Counter(train[i:i + k + 1] for i in range(len(train) - k))
+        total, distinct = collections.Counter(), collections.Counter()
+        for gram, c in grams.items():
+            total[gram[:-1]] += c
+            distinct[gram[:-1]] += 1
+        counts.append(grams)
+        totals.append(total)
+        followers.append(distinct)
+    windows, uniform = (len(val) - 1) // block_size, 1 / len(set(text))
+    nll = [0.0] * max_order
+    for w in range(windows):
+        s = val[w * block_size:(w + 1) * block_size + 1]
+        for j in range(block_size):
+            p = uniform  # order 0
+            for k in range(min(max_order, j + 2)):  # order k + 1 reads the last k characters, those in the window
+                h = s[j + 1 - k:j + 1]
+                if totals[k][h]:  # discount every seen count, and give what it frees to the shorter context
+                    p = (max(counts[k][h + s[j + 1]] - discount, 0) + discount * followers[k][h] * p) / totals[k][h]
+                nll[k] -= math.log(p)
+            for k in range(j + 2, max_order):  # the window holds no more: a longer order predicts the same
+                nll[k] -= math.log(p)
+    return [x / (windows * block_size) for x in nll]
+
+
+def synthetic_text(n=300_000, alphabet='abcdefghijklmnopqrstuvwxyz .,;!\n', seed=0):
+    """A text whose best possible loss is known: each character either repeats the one 16 places back (half the
+    time) or is drawn from a table given the two before it, like a text's local spelling and its longer echoes."""
+    rng = random.Random(seed)
+    table = {(a, b): [rng.random() ** 4 for _ in alphabet] for a in alphabet for b in alphabet}  # peaked rows
+    text = rng.choices(alphabet, k=16)
+    for _ in range(n - 16):
+        text += [text[-16]] if rng.random() < 0.5 else rng.choices(alphabet, weights=table[text[-2], text[-1]])
+    def p(t):  # the true probability of text[t] given everything before it
+        row = table[text[t - 2], text[t - 1]]
+        return 0.5 * (text[t] == text[t - 16]) + 0.5 * row[alphabet.index(text[t])] / sum(row)
+    start = int(0.9 * n)
+    best = -sum(math.log(p(t)) for t in range(start + 16, n)) / (n - start - 16)
+    return ''.join(text), best
+
+
+def translations(languages, chars):  # the translated messages of the programs installed here (Debian, Ubuntu...)
+    parts = []
+    for lang in languages:
+        found = []
+        for f in sorted(glob.glob(f'/usr/share/locale/{lang}/LC_MESSAGES/*.mo')):
+            with open(f, 'rb') as mo:
+                found += [v for k, v in gettext.GNUTranslations(mo)._catalog.items() if k and isinstance(v, str)]
+        parts.append('\n'.join(found)[:chars // len(languages)])
+    return '\n'.join(parts)
+
+
+def panel_texts():
+    shakespeare = (HERE / 'input.txt').read_text(encoding='utf-8')
+    python = ''.join(Path(f).read_text(encoding='utf-8', errors='replace')
+                     for f in sorted(glob.glob(os.path.join(sysconfig.get_paths()['stdlib'], '*.py'))))
+    synthetic, best = synthetic_text()
+    return [('Tiny Shakespeare', shakespeare, ''),
+            ('Tiny Shakespeare, first 250,000 characters', shakespeare[:250_000], ''),
+            ('Tiny Shakespeare, first 50,000 characters', shakespeare[:50_000], ''),
+            ('Python\'s standard library (source), first 2,000,000 characters', python[:2_000_000], ''),
+            ('Russian: the translated messages of the programs on this machine', translations(['ru'], 600_000), ''),
+            ('Chinese, Japanese, Korean: the same kind of messages', translations(['zh_CN', 'zh_TW', 'ja', 'ko'],
+                                                                                  1_200_000), ''),
+            ('synthetic: a character repeats the one 16 back or follows from the two before it', synthetic,
+             f'no model can go below {best:.4f}')]
+
+
+def part_panel():
+    print('5. gpt.py with its defaults against the best n-gram model (orders 1 to 7) on the same split and windows')
+    print('| text | characters | vocabulary | best n-gram val (order) | gpt.py val | gpt.py wall time |')
+    print('|---|---|---|---|---|---|')
+    folder = HERE / 'bench_texts'
+    folder.mkdir(exist_ok=True)
+    for i, (name, text, note) in enumerate(panel_texts()):
+        if len(text) < 50_000:
+            print(f'| {name} | (not on this machine) |')
+            continue
+        path = folder / f'text{i}.txt'
+        path.write_text(text, encoding='utf-8')
+        ngram = ngram_val_losses(text, gpt.block_size)
+        order = min(range(len(ngram)), key=ngram.__getitem__)
+        t = time.time()
+        out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--input_file={path}', f'--device={device}',
+                              f'--checkpoint={folder / "gpt.pt"}'], capture_output=True, text=True)
+        wall = time.time() - t
+        final = re.search(r'^final: train loss ([\d.]+), val loss ([\d.]+)$', out.stdout, re.M)
+        result = final[2] if final else 'failed: ' + (out.stderr.strip().splitlines() or ['?'])[-1]
+        print(f'| {name}{" (" + note + ")" if note else ""} | {len(text):,} | {len(set(text)):,} | '
+              f'{ngram[order]:.4f} ({order + 1}) | {result} | {wall:.0f} s |', flush=True)
+
+
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
-     'precision_here': part_precision_here}[part]()
+     'precision_here': part_precision_here, 'panel': part_panel}[part]()

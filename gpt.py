@@ -21,9 +21,16 @@ n_layer = 6 if GPU else 4          # transformer blocks
 n_head = 6 if GPU else 4           # attention heads per block
 n_embd = 384 if GPU else 192       # width of the residual stream
 block_size = 256 if GPU else 128   # context length in characters
-dropout = 0.2 if GPU else 0.0      # the GPU model sees the text many times over and would overfit without it
 batch_size = 64 if GPU else 24     # sequences per step, in total over all processes
-max_iters = 3000 if GPU else 1000  # optimizer steps; the learning rate reaches zero at the last
+# How long to train, and how hard to regularise, follow from the text (see plan_training): a small text seen
+# too many times is memorised, and a large vocabulary makes every step dearer. Each setting below at 0 (or -1)
+# is chosen so; the settings line shows the values chosen, and passing them back repeats the run.
+budget_iters = 3000 if GPU else 1000  # steps that fit the time budget (~5 CPU minutes) with a small vocabulary
+max_passes = 50       # train on at most this many passes over the training split
+max_iters = 0         # optimizer steps; the learning rate reaches zero at the last (0: from the two above)
+dropout = -1.0        # (-1: none up to 3 passes over the text, rising to 0.3 at 30 passes and more)
+eval_interval = 0     # steps between evaluations of the whole validation split, each one keeping the best model
+                      # so far (0: after every 10 validation splits' worth of training, a few % of the time)
 stop_after = 0        # end this run after this many steps (0: never) and save; --resume=True goes on
 warmup_iters = 100    # steps of linear learning-rate warm-up
 lr = 3e-3             # AdamW's learning rate (the output head)
@@ -65,13 +72,15 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
             fail(f'--{name} must be of type {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
     problems = [f'{k} must be positive' for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size',
-                                                  'max_iters', 'eval_interval', 'log_interval') if globals()[k] <= 0]
+                                                  'budget_iters', 'max_passes', 'log_interval') if globals()[k] <= 0]
+    problems += [f'{k} must be positive, or 0 to choose it from the text' for k in ('max_iters', 'eval_interval')
+                 if globals()[k] < 0]
     problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
                  'temperature', 'grad_clip', 'lr', 'embed_lr', 'muon_lr') if not 0 <= globals()[k] < 1e30]
     if n_embd % n_head or (n_embd // n_head) % 2:
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
-    if not 0 <= dropout < 1 or dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        problems.append("dropout must be in [0, 1) and dtype 'auto', 'float32', 'bfloat16' or 'float16'")
+    if not (0 <= dropout < 1 or dropout == -1) or dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        problems.append("dropout must be in [0, 1) (or -1) and dtype 'auto', 'float32', 'bfloat16' or 'float16'")
     if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
         problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
     if problems:
@@ -152,6 +161,19 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
     if speedup > 1:
         return 'bfloat16', f'native on this CPU: {speedup:.1f}x float32\'s matmul speed'
     return 'float32', f'bfloat16 is emulated on this CPU: {speedup:.2f}x float32\'s matmul speed'
+
+def plan_training(n_train, vocab_size):  # max_iters, dropout and eval_interval, where left to the text
+    tokens = batch_size * block_size  # per step
+    # per character, the blocks' matrices cost 12 n_layer n_embd^2 multiply-adds and the output layer
+    # vocab_size n_embd: a large vocabulary gets fewer steps in the same time
+    blocks = 12 * n_layer * n_embd ** 2
+    affordable = budget_iters * (blocks + 65 * n_embd) // (blocks + vocab_size * n_embd)
+    steps = max_iters or min(affordable, math.ceil(max_passes * n_train / tokens))
+    passes = steps * tokens / n_train
+    # dropout from how often each character is seen (measured: 0 at 3 passes and 0.3 at 30 were best)
+    drop = dropout if dropout >= 0 else round(0.3 * min(1, max(0, passes - 3) / 27), 2)
+    every = eval_interval or max(1, round(10 * n_train / 9 / tokens))  # the validation split is n_train / 9
+    return steps, drop, every, passes
 
 def compile_works():  # torch.compile needs Triton on a GPU and a C++ compiler on a CPU; try a tiny function
     try:
@@ -282,6 +304,15 @@ def main():
             fail(f'{input_file} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
     chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
     stoi = {c: i for i, c in enumerate(chars)}
+    if sample_only:
+        globals()['dropout'] = 0.0  # (the settings left to the text are chosen when there is one)
+    else:
+        n_train = int(0.9 * len(text))
+        steps, drop, every, passes = plan_training(n_train, len(chars))
+        globals().update(max_iters=steps, dropout=drop, eval_interval=every)
+        if master:
+            print(f'training {steps} steps: {passes:.1f} passes over {n_train:,} characters, dropout {drop}, '
+                  f'evaluating every {every} steps')
     unknown = ''.join(sorted(set(prompt) - set(chars)))
     if unknown:
         fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
@@ -305,7 +336,7 @@ def main():
 
     if not sample_only:
         data = torch.tensor([stoi[c] for c in text], device=device)
-        train_data, val_data = data[:int(0.9 * len(data))], data[int(0.9 * len(data)):]
+        train_data, val_data = data[:n_train], data[n_train:]
         matrices, embedding, rest = [], [], []  # Muon takes only the blocks' weight matrices, AdamW the others
         for name, p in model.named_parameters():
             (matrices if p.ndim == 2 and name.startswith('blocks') else embedding if name == 'embed.weight'
@@ -315,6 +346,8 @@ def main():
                                         betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
         gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
         step = 0
+        # the best evaluated model so far: on a small text the model starts memorising, and val loss turns up
+        best_val, best_step, best_weights = math.inf, 0, None
         if ckpt:  # resuming: the optimizers, the step count and the random numbers go on too
             for opt, state in zip(optimizers, ckpt['optimizers']):
                 opt.load_state_dict(state)
@@ -322,6 +355,7 @@ def main():
             gen.set_state(ckpt['rng'])
             torch.set_rng_state(ckpt['torch_rng'])
             scaler.load_state_dict(ckpt['scaler'])
+            best_val, best_step, best_weights = ckpt['best']
 
         def save():  # never over a good checkpoint with a broken model
             if not all(p.isfinite().all() for p in model.parameters()):
@@ -329,7 +363,7 @@ def main():
             state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
                      'settings': {k: globals()[k] for k in SETTINGS}, 'rng': gen.get_state(),
                      'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in optimizers],
-                     'scaler': scaler.state_dict()}
+                     'scaler': scaler.state_dict(), 'best': (best_val, best_step, best_weights)}
             write_atomically(checkpoint, lambda f: torch.save(state, f))
 
         @torch.no_grad()
@@ -389,14 +423,24 @@ def main():
                     print(f'interrupted at step {step}: checkpoint saved to {checkpoint}')
                 sys.exit(130)
             if master and step % eval_interval == 0 and step < last:
-                print(f'step {step}: val loss {split_loss(val_data):.4f}')
+                val_loss = split_loss(val_data)
+                if val_loss < best_val:
+                    best_val, best_step = val_loss, step
+                    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+                print(f'step {step}: val loss {val_loss:.4f} (best {best_val:.4f} at step {best_step})')
                 save()
                 t_log, s_log = time.time(), step  # evaluation time is not training time
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        if master:  # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
+        if master:
+            val_loss = split_loss(val_data)
+            if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
+                print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping that model')
+                model.load_state_dict(best_weights)
+                val_loss = best_val
+            # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
             train_loss = split_loss(train_data[:len(val_data)])
-            print(f'final: train loss {train_loss:.4f}, val loss {split_loss(val_data):.4f}')
+            print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
             save()
             print(f'saved {checkpoint}')
         if ddp:  # the others wait for the first process's evaluation, so that all part together

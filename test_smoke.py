@@ -197,3 +197,40 @@ def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, mon
 
 def step_losses(stdout):
     return re.findall(r'^step (\d+)/\d+ \| loss (\d+\.\d+)', stdout, re.M)
+
+
+# ---------------------------------------------------------------------- your own text
+def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
+    # random letters: nothing to learn past their frequencies, so every pass over the training split only
+    # memorises it, and the val loss turns up almost at once
+    rng = torch.Generator().manual_seed(0)
+    path = tmp_path / 'noise.txt'
+    path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
+    out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
+              '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
+              '--warmup_iters=5', '--eval_interval=10')
+    assert out.returncode == 0, out.stderr
+    evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
+    at_the_end = float(re.search(r'^val loss (\d+\.\d+) at the end, .*: keeping that model$', out.stdout, re.M)[1])
+    assert len(evaluated) == 14 and at_the_end > min(evaluated)  # it did over-train
+    assert final_losses(out.stdout)[1] == min(evaluated)  # and reports the best model
+    ckpt = torch.load(tmp_path / 'm.pt', weights_only=True)
+    best_val, best_step, best_weights = ckpt['best']
+    assert f'{best_val:.4f}' == f'{min(evaluated):.4f}' and best_step == 10 * (evaluated.index(min(evaluated)) + 1)
+    for name, weight in ckpt['model'].items():  # what it saved is that model
+        assert torch.equal(weight, best_weights[name]), name
+
+
+def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
+              *[a for a in TINY['gpt.py'] if not a.startswith(('--max_iters', '--eval_interval'))],
+              '--budget_iters=100000', '--max_passes=4')
+    assert out.returncode == 0, out.stderr
+    n_train = int(0.9 * len(text_file.read_text(encoding='utf-8')))
+    steps = math.ceil(4 * n_train / (16 * 32))  # the passes decide, not the budget; dropout grows 0.3/27 a pass
+    plan = re.search(r'^training (\d+) steps: ([\d.]+) passes over ([\d,]+) characters, dropout ([\d.]+), '
+                     r'evaluating every (\d+) steps$', out.stdout, re.M)
+    assert plan and int(plan[1]) == steps and plan[3] == f'{n_train:,}' and float(plan[4]) == round(0.3 / 27 * (
+        steps * 16 * 32 / n_train - 3), 2)
+    assert f'max_iters={steps} ' in out.stdout and f'dropout={plan[4]} ' in out.stdout  # passing them back repeats
+    assert re.findall(r'^step (\d+)/', out.stdout, re.M)[-1] == str(steps)
