@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.argv, args = sys.argv[:1], sys.argv[1:]  # gpt.py reads its own settings from sys.argv when run, not imported
 sys.path.insert(0, str(HERE))
 import gpt  # noqa: E402
+gpt.dropout = 0.0  # the models built here only time steps and sampling (gpt.py leaves it to the text)
 
 device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), 'cpu')
 parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling', 'precision']
@@ -123,7 +124,6 @@ def part_throughput(steps=3):
 
     for k, v in LECTURE.items():
         setattr(gpt, k, v)
-    gpt.dropout = 0.0
     model = gpt.GPT(VOCAB).to(device)
     is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
     opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, weight_decay=0,
