@@ -37,7 +37,6 @@ lr = 3e-3             # AdamW's learning rate (the output head)
 embed_lr = 0.1        # AdamW's learning rate for the embedding table, which learns faster with a larger one
 muon_lr = 0.02        # Muon's learning rate (the blocks' weight matrices)
 grad_clip = 1.0       # clip the gradient norm to this (0: don't)
-eval_interval = 600   # steps between evaluations on the whole validation split (and checkpoints)
 log_interval = 50     # steps between progress lines
 seed = 1337           # seeds the initial weights, the batches and the sample
 device = 'cuda' if GPU else 'mps' if torch.backends.mps.is_available() else 'cpu'  # or --device=cpu

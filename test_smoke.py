@@ -234,5 +234,6 @@ def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
     passes = steps * 16 * 32 / n_train
     assert plan and int(plan[1]) == steps and plan[3] == f'{n_train:,}' and float(plan[2]) == round(passes, 1)
     assert float(plan[4]) == round(0.1 * math.log2(passes / 3), 2) > 0  # 0.1 more each time the passes double
+    assert int(plan[5]) == round(10 * n_train / 9 / (16 * 32))  # after 10 val splits' worth of training
     assert f'max_iters={steps} ' in out.stdout and f'dropout={plan[4]} ' in out.stdout  # passing them back repeats
     assert re.findall(r'^step (\d+)/', out.stdout, re.M)[-1] == str(steps)
