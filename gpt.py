@@ -1,11 +1,20 @@
-"""A character-level GPT trained from scratch on one text file (Tiny Shakespeare unless told otherwise).
-Train with `python gpt.py` (or `torchrun --nproc_per_node=N gpt.py`), sample from the saved model with
-`python gpt.py --sample_only=True --prompt="ROMEO:"`; any setting below can be overridden as --name=value."""
-import ast, hashlib, math, os, pathlib, signal, sys, time, urllib.request, warnings
+"""A character-level GPT, trained from scratch on one text file (Tiny Shakespeare unless told otherwise).
+
+    python gpt.py                                        train on input.txt, save gpt.pt, print a sample
+    python gpt.py --input_file=my_text.txt               train on your own text (any UTF-8 text)
+    python gpt.py --sample_only=True --prompt="ROMEO:"   sample from gpt.pt without training
+    python gpt.py --resume=True                          go on training from gpt.pt
+    torchrun --standalone --nproc_per_node=8 gpt.py      train on 8 GPUs (or 8 CPU processes)
+Every setting below can be overridden as --name=value. The ideas come first: the settings, the model, training
+and sampling; below the banner further down is only plumbing (command line, files, checkpoints, processes).
+"""
+import ast, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, timeit, urllib.request, warnings
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GPU = torch.cuda.is_available()  # the model's size depends on it: see below
@@ -49,6 +58,281 @@ temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always t
 top_k = 0             # sample among the k likeliest characters only (0: all)
 sample_file = ''      # also write the sample to this file
 SETTINGS = {k: v for k, v in globals().items() if k[0].islower() and isinstance(v, (bool, int, float, str))}
+
+# ---------------------------------------------------------------------------------- the model
+def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle that grows with the position
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+class KVCache:
+    """One layer's keys and values of the last block_size positions, so that a new character costs one position."""
+    # a ring: a new position overwrites the oldest (keys carry their positions; attention ignores their order)
+    def __init__(self):
+        self.kv, self.seen = None, 0  # kv (2, B, nh, block_size, hs); seen: positions that have come in
+
+    def add(self, k, v):  # k, v (B, nh, T, hs) -> the cached keys and values, these included
+        if self.kv is None:  # the first call brings the prompt, at most block_size positions: it lands in order
+            self.kv = k.new_empty(2, k.size(0), k.size(1), block_size, k.size(3))
+        at = self.seen % block_size
+        self.kv[:, :, :, at:at + k.size(2)] = torch.stack((k, v))
+        self.seen += k.size(2)
+        return self.kv[:, :, :, :min(self.seen, block_size)]
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention: each position gathers from itself and the positions before it."""
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # query, key and value of all heads at once
+        self.proj = nn.Linear(n_embd, n_embd, bias=False)
+
+    def forward(self, x, cos, sin, cache=None):
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        if x.is_cpu:  # the CPU's attention is 3x (training) to 9x (sampling) faster in float32 (measured)
+            qkv = qkv.float()
+        v = qkv[2]
+        # QK-norm: each head's queries and keys are normed, so that no update can make the attention scores
+        # explode (it also lowered the CPU run's val loss by 0.03, measured); then they turn by position, and go
+        # back to the values' dtype (autocast runs the norm in float32, and attention wants all three alike)
+        q, k = rotate(F.layer_norm(qkv[:2], (C // n_head,)), cos, sin).type_as(v)
+        if cache is not None:
+            k, v = cache.add(k, v)
+        with torch.autocast('cpu', enabled=False):  # so CPU autocast leaves them so; a GPU's is untouched
+            # is_causal masks the future; a single new query may see every cached key
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout if self.training else 0)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C): the heads side by side
+        return self.proj(y.type_as(x))
+
+class SwiGLU(nn.Module):
+    """The MLP: half of its units gate the other half (better than GELU here, measured)."""
+    def __init__(self):
+        super().__init__()
+        hidden = 8 * n_embd // 3  # two halves of this width hold as many weights as the usual 4x MLP
+        self.up, self.down = nn.Linear(n_embd, 2 * hidden, bias=False), nn.Linear(hidden, n_embd, bias=False)
+
+    def forward(self, x):
+        gate, value = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * value)
+
+def norm():  # each position's vector to zero mean and unit variance; learned gains and biases did not help
+    return nn.LayerNorm(n_embd, elementwise_affine=False)
+
+class Block(nn.Module):
+    """Communication (attention) then computation (MLP), each added to the residual stream from a normed copy."""
+    def __init__(self):
+        super().__init__()
+        self.ln1, self.attn, self.ln2, self.mlp = norm(), CausalSelfAttention(), norm(), SwiGLU()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, cos, sin, cache=None):
+        x = x + self.drop(self.attn(self.ln1(x), cos, sin, cache))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+class GPT(nn.Module):
+    """Characters in, the next character's logits out: an embedding, the blocks, a norm and a linear head."""
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, n_embd)
+        self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
+        self.ln_f, self.head = norm(), nn.Linear(n_embd, vocab_size, bias=False)
+        for name, p in self.named_parameters():  # small weights, and branches that start near zero
+            if p.ndim == 2:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(('proj.weight', 'down.weight')) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def forward(self, idx, targets=None, caches=None, start=0):  # idx (B, T) -> logits (B, T, vocab) or loss
+        hs = n_embd // n_head  # angles in float32 whatever the weights are: positions run into the thousands
+        freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
+        angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs  # (T, hs/2)
+        x = self.embed(idx)  # (B, T, C)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        for block, cache in zip(self.blocks, caches or [None] * n_layer):
+            x = block(x, cos, sin, cache)
+        logits = self.head(self.ln_f(x))
+        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    @torch.inference_mode()
+    def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
+        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        logits = self(idx[:, -block_size:], caches=caches, start=max(0, idx.size(1) - block_size))
+        for _ in range(n):
+            nxt = pick_next(logits[:, -1].float())
+            idx = torch.cat((idx, nxt), dim=1)
+            # with the cache each new character costs one position; without, the whole window again
+            logits = self(nxt, caches=caches, start=idx.size(1) - 1) if use_cache else self(idx[:, -block_size:])
+        return idx
+
+def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1)
+
+# ---------------------------------------------------------------------------------- the data
+def plan_training(n_train, vocab_size):  # the settings left to the text: max_iters, dropout, eval_interval
+    tokens = batch_size * block_size  # per step
+    # per character, the blocks' matrices cost 12 n_layer n_embd^2 multiply-adds and the output layer
+    # vocab_size n_embd (the step time follows this: measured 1.28x at 3,000 characters, 1.67x at 6,000)
+    blocks = 12 * n_layer * n_embd ** 2
+    affordable = budget_iters * (blocks + 65 * n_embd) // (blocks + vocab_size * n_embd)
+    steps = max_iters or min(affordable, math.ceil(max_passes * n_train / tokens))
+    passes = steps * tokens / n_train
+    # dropout from how often each character is seen: none up to 3 passes, 0.1 more each time the passes double
+    drop = dropout if dropout >= 0 else round(min(0.3, 0.1 * math.log2(max(1, passes / 3))), 2)
+    every = eval_interval or max(1, round(10 * n_train / 9 / tokens))  # the validation split is n_train / 9
+    return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
+def split_data(text, chars):  # the characters as integers: the first 90% to train on, the rest to validate
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text], device=device)
+    n_train = int(0.9 * len(data))
+    return data[:n_train], data[n_train:]
+
+def get_batch(data, gen):  # every process draws the same batch_size windows and keeps its own share
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)[RANK::WORLD]
+    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
+    return xy[:, :-1], xy[:, 1:]
+
+@torch.no_grad()
+def split_loss(model, data, amp):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
+    n = (len(data) - 1) // block_size
+    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)  # (n, T)
+    model.eval()
+    with amp:
+        total = sum(model(x[i:i + 64], y[i:i + 64]).item() * len(x[i:i + 64]) for i in range(0, n, 64))
+    model.train()
+    return total / n
+
+# ---------------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class Run:
+    """A run besides the weights: what a checkpoint keeps so that a resumed run goes on as if never stopped."""
+    vocab: str
+    optimizers: list
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # draws the batches
+    step: int = 0
+    best: tuple = (math.inf, 0, None)  # the best evaluated val loss, its step, and a copy of those weights
+
+def make_optimizers(model):  # Muon takes only the blocks' weight matrices, AdamW the rest
+    matrices = [p for name, p in model.named_parameters() if p.ndim == 2 and name.startswith('blocks')]
+    rest = [p for name, p in model.named_parameters() if not name.startswith(('blocks', 'embed'))]
+    return [torch.optim.Muon(matrices, lr=muon_lr, weight_decay=0, ns_steps=3),  # 3 steps do as well as 5
+            torch.optim.AdamW([dict(params=[model.embed.weight], lr=embed_lr), dict(params=rest, lr=lr)],
+                              betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
+
+def set_learning_rates(run):  # warm up, then decay linearly to zero at max_iters
+    factor = min((run.step + 1) / (warmup_iters + 1), (max_iters - run.step) / max(1, max_iters - warmup_iters))
+    groups = [g for opt in run.optimizers for g in opt.param_groups]
+    for group, peak in zip(groups, (muon_lr, embed_lr, lr)):  # the rates given now, also when resuming
+        group['lr'] = peak * factor
+
+def optimizer_step(model, run, loss):  # backward, and one step of every optimizer
+    run.scaler.scale(loss).backward()  # float16 only: the loss scaled up, so that small gradients stay non-zero
+    for opt in run.optimizers:
+        run.scaler.unscale_(opt)  # and the gradients back down, so that clipping sees the true ones
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for opt in run.optimizers:
+        run.scaler.step(opt)  # (skipped where float16 gradients overflowed)
+        opt.zero_grad(set_to_none=True)
+    run.scaler.update()
+
+def evaluate(model, run, val_data, amp):  # the val loss, keeping the best model so far (small texts overfit)
+    val_loss = split_loss(model, val_data, amp)
+    if val_loss < run.best[0]:
+        run.best = (val_loss, run.step, {k: v.clone() for k, v in model.state_dict().items()})
+    print(f'step {run.step}: val loss {val_loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
+
+def train(model, run, train_data, val_data, amp):
+    net = torch.compile(model) if compile and compile_works() else model
+    net = DistributedDataParallel(net) if DDP else net
+    stop = threading.Event()  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the step
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    last = min(max_iters, run.step + stop_after) if stop_after else max_iters
+    clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
+    while run.step < last:
+        set_learning_rates(run)
+        x, y = get_batch(train_data, run.gen)
+        with amp:
+            loss = net(x, y)
+        optimizer_step(model, run, loss)
+        run.step += 1
+        loss, stopping = agree(loss.item(), stop.is_set())
+        if not math.isfinite(loss):
+            fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint written is untouched')
+        if MASTER and (run.step % log_interval == 0 or run.step == last):
+            clock = log_progress(run.step, last, loss, clock)
+        if stopping and MASTER:
+            save_checkpoint(model, run)
+            print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+        if stopping:
+            sys.exit(130)
+        if MASTER and run.step % eval_interval == 0 and run.step < last:
+            evaluate(model, run, val_data, amp)
+            save_checkpoint(model, run)
+            clock = (time.time(), run.step)  # evaluation time is not training time
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+def finish(model, run, train_data, val_data, amp):  # the final line reports the best model found, and saves it
+    val_loss = split_loss(model, val_data, amp)
+    best_val, best_step, best_weights = run.best
+    if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
+        print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping that model')
+        model.load_state_dict(best_weights)
+        val_loss = best_val
+    # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
+    train_loss = split_loss(model, train_data[:len(val_data)], amp)
+    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
+    save_checkpoint(model, run)
+    print(f'saved {checkpoint}')
+
+# ---------------------------------------------------------------------------------- sampling
+def sample(model, chars):
+    stoi = {c: i for i, c in enumerate(chars)}
+    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
+    # each new character reads every weight, so they are cast once to half precision: on a CPU float16, whose
+    # matrix-vector products run ~2x faster than bfloat16's (measured); float32 where bfloat16 is not native
+    model.eval().to(getattr(torch, 'float16' if device == 'cpu' and dtype != 'float32' else dtype))
+    return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+
+def main():
+    explicit = apply_overrides(sys.argv[1:])
+    start_processes()
+    ckpt = load_checkpoint(checkpoint, explicit) if resume or sample_only else None
+    text = None if sample_only else read_text(input_file, ckpt)
+    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
+    check_prompt(chars)
+    # what is left to the text is chosen from it before the model is built (dropout is part of it)
+    globals().update(plan_training(int(0.9 * len(text)), len(chars)) if text else dict(dropout=0.0))
+    torch.manual_seed(seed)
+    model = GPT(len(chars)).to(device)
+    if ckpt:
+        load_weights(model, ckpt)
+    globals()['dtype'], why = pick_dtype()
+    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
+    announce(model, chars, why, text)
+    if text:
+        train_data, val_data = split_data(text, chars)
+        run = start_run(model, chars, ckpt)
+        train(model, run, train_data, val_data, amp)
+        if MASTER:
+            finish(model, run, train_data, val_data, amp)
+    if MASTER:
+        generated = sample(model, chars)
+        print(generated)
+        if sample_file:
+            write_atomically(sample_file, lambda f: f.write(generated.encode('utf-8')))
+    end_processes()
+
+# =============================================================================================================
+# Here ends what there is to learn about a GPT. Below is plumbing: settings from the command line, the text and
+# its download, checkpoints, precision, torch.compile, several processes, Ctrl-C. A reader may stop here.
+# =============================================================================================================
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
 
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
@@ -90,6 +374,24 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
     return {arg.removeprefix('--').partition('=')[0] for arg in args}
 
+def announce(model, chars, why, text):  # the start lines: what runs where, and every setting as it stands
+    if not MASTER:
+        return
+    print(f'device {device}, dtype {dtype} ({why}), {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
+          f'parameters, vocabulary {len(chars)}, {WORLD} process{"es" if WORLD > 1 else ""}')
+    if text:
+        n_train = int(0.9 * len(text))
+        print(f'training {max_iters} steps: {max_iters * batch_size * block_size / n_train:.1f} passes over '
+              f'{n_train:,} characters, dropout {dropout}, evaluating every {eval_interval} steps')
+    print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
+
+def log_progress(step, last, loss, clock):  # one progress line; returns the clock for the next one
+    dt = (time.time() - clock[0]) / (step - clock[1])
+    print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
+          f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
+    return time.time(), step
+
+# ---------------------------------------------------------------------------------- files
 def write_atomically(path, write):  # a crash while writing leaves the old file as it was
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -102,26 +404,40 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
         pathlib.Path(tmp).unlink(missing_ok=True)
         fail(f'cannot write {path}: {e.strerror}')
 
-def read_text(path):
-    if path == SETTINGS['input_file'] and not os.path.exists(path):
-        try:
-            data = urllib.request.urlopen(input_url, timeout=60).read()
-            problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
-        except (OSError, ValueError) as e:
-            problem = f'failed ({e})'
-        if problem:
-            fail(f'{path} is missing and downloading {input_url} {problem}; '
-                 'put a text file there or pass --input_file=PATH')
-        write_atomically(path, lambda f: f.write(data))
-        print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+def download_tiny_shakespeare(path):
     try:
-        return pathlib.Path(path).read_bytes().decode('utf-8')
+        data = urllib.request.urlopen(input_url, timeout=60).read()
+        problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
+    except (OSError, ValueError) as e:
+        problem = f'failed ({e})'
+    if problem:
+        fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
+    write_atomically(path, lambda f: f.write(data))
+    print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+
+def read_text(path, ckpt):  # the training text, checked against what training needs
+    if path == SETTINGS['input_file'] and not os.path.exists(path):
+        download_tiny_shakespeare(path)
+    try:
+        text = pathlib.Path(path).read_bytes().decode('utf-8')
     except OSError as e:  # missing, a directory, no permission...
         fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
     except UnicodeDecodeError as e:
         fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
+    unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
+    if unknown:
+        fail(f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
+    if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
+        fail(f'{path} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
+    return text
 
-def load_checkpoint(path):
+def check_prompt(chars):
+    unknown = ''.join(sorted(set(prompt) - set(chars)))
+    if unknown:
+        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+
+# ---------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path, explicit):  # the model's shape comes from the checkpoint; another explicit one is an error
     if not os.path.isfile(path):
         fail(f'checkpoint {path} does not exist; train first, or pass --checkpoint=PATH')
     try:
@@ -131,8 +447,40 @@ def load_checkpoint(path):
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     if origin != 'gpt.py':
         fail(f'{path} is not a gpt.py checkpoint (it comes from {origin or "something else"})')
+    for k in ('n_layer', 'n_head', 'n_embd', 'block_size'):
+        if k in explicit and globals()[k] != ckpt['settings'][k]:
+            fail(f'--{k}={globals()[k]} does not fit {path}, whose model has {k}={ckpt["settings"][k]}')
+        globals()[k] = ckpt['settings'][k]
     return ckpt
 
+def load_weights(model, ckpt):
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError:  # other weights' names or shapes: written by another version of this script
+        fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
+
+def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizers, step and random numbers
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
+    run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed))
+    if ckpt:
+        for opt, state in zip(run.optimizers, ckpt['optimizers']):
+            opt.load_state_dict(state)
+        run.scaler.load_state_dict(ckpt['scaler'])
+        run.gen.set_state(ckpt['rng'])
+        torch.set_rng_state(ckpt['torch_rng'])
+        run.step, run.best = ckpt['step'], ckpt['best']
+    return run
+
+def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
+    if not all(p.isfinite().all() for p in model.parameters()):
+        fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
+    state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
+             'settings': {k: globals()[k] for k in SETTINGS}, 'rng': run.gen.get_state(),
+             'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in run.optimizers],
+             'scaler': run.scaler.state_dict(), 'best': run.best}
+    write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+# ---------------------------------------------------------------------------------- precision and compilation
 def pick_dtype():  # the precision to train in, and why: the start line says both
     if dtype != 'auto':
         return dtype, 'as asked'
@@ -147,32 +495,13 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
             return 'float32', 'no bfloat16 on this Mac'
     # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 3-4x faster in it than in float32; one
     # without (most laptops) emulates it 10-80x slower. Timing one small product each way tells which this is.
-    a = torch.randn(256, 256)
-    def seconds(dt):  # the fastest of five products, after a warm-up
-        b = a.to(dt)
-        times = []
-        for _ in range(6):
-            t = time.perf_counter()
-            b @ b
-            times.append(time.perf_counter() - t)
-        return min(times[1:])
-    speedup = seconds(torch.float32) / seconds(torch.bfloat16)
+    def fastest(m):  # of six products (the first one warms up)
+        return min(timeit.repeat(lambda: m @ m, number=1, repeat=6))
+    m = torch.randn(256, 256)
+    speedup = fastest(m) / fastest(m.bfloat16())
     if speedup > 1:
         return 'bfloat16', f'native on this CPU: {speedup:.1f}x float32\'s matmul speed'
     return 'float32', f'bfloat16 is emulated on this CPU: {speedup:.2f}x float32\'s matmul speed'
-
-def plan_training(n_train, vocab_size):  # max_iters, dropout and eval_interval, where left to the text
-    tokens = batch_size * block_size  # per step
-    # per character, the blocks' matrices cost 12 n_layer n_embd^2 multiply-adds and the output layer
-    # vocab_size n_embd: a large vocabulary gets fewer steps in the same time
-    blocks = 12 * n_layer * n_embd ** 2
-    affordable = budget_iters * (blocks + 65 * n_embd) // (blocks + vocab_size * n_embd)
-    steps = max_iters or min(affordable, math.ceil(max_passes * n_train / tokens))
-    passes = steps * tokens / n_train
-    # dropout from how often each character is seen: none up to 3 passes, 0.1 more each time the passes double
-    drop = dropout if dropout >= 0 else round(min(0.3, 0.1 * math.log2(max(1, passes / 3))), 2)
-    every = eval_interval or max(1, round(10 * n_train / 9 / tokens))  # the validation split is n_train / 9
-    return steps, drop, every, passes
 
 def compile_works():  # torch.compile needs Triton on a GPU and a C++ compiler on a CPU; try a tiny function
     try:
@@ -182,287 +511,40 @@ def compile_works():  # torch.compile needs Triton on a GPU and a C++ compiler o
         print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
         return False
 
-# ---------------------------------------------------------------------------------- the model
-def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle that grows with the position
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+# ---------------------------------------------------------------------------------- processes and signals
+DDP = 'LOCAL_RANK' in os.environ  # under torchrun: one process per device, each taking its share of every batch
+RANK, WORLD, MASTER = 0, 1, True  # MASTER: the first process, the only one that prints, evaluates, saves, samples
 
-class SelfAttention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # query, key and value of all heads at once
-        self.proj = nn.Linear(n_embd, n_embd, bias=False)
-
-    def forward(self, x, cos, sin, cache):
-        B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        if x.is_cpu:  # the CPU's attention is 3x (training) to 9x (sampling) faster in float32 (measured)
-            qkv = qkv.float()
-        # each head's queries and keys are normalized, so that no weight update can make the attention scores
-        # explode (it also lowered the CPU run's val loss by 0.03, measured); then rotary positions, and back to
-        # the values' dtype, since autocast runs the norm in float32 and attention wants all three alike
-        (q, k), v = rotate(F.layer_norm(qkv[:2], (C // n_head,)), cos, sin).type_as(qkv), qkv[2]
-        if cache is not None:  # generating: a ring of the last block_size keys and values, where a new position
-            # overwrites the oldest (the keys carry their positions, and attention ignores the order of the keys)
-            if not cache:  # the first call brings the prompt, at most block_size positions: it lands in order
-                cache[:] = [k.new_empty(2, B, n_head, block_size, C // n_head), 0]
-            kv, seen = cache
-            kv[:, :, :, seen % block_size:seen % block_size + T] = torch.stack((k, v))
-            k, v = kv[:, :, :, :min(seen + T, block_size)]
-            cache[1] = seen + T
-        with torch.autocast('cpu', enabled=False):  # so CPU autocast leaves them so; a GPU's is untouched
-            # is_causal masks the future; a single new query may see every cached key
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout if self.training else 0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C).type_as(x))
-
-def norm():  # each position's vector to zero mean and unit variance; learned gains and biases did not help
-    return nn.LayerNorm(n_embd, elementwise_affine=False)
-
-class Block(nn.Module):  # communication (attention) then computation (MLP), each on a normed residual branch
-    def __init__(self):
-        super().__init__()
-        self.ln1, self.attn, self.ln2 = norm(), SelfAttention(), norm()
-        hidden = 8 * n_embd // 3  # two halves of this width hold as many weights as the usual 4x MLP
-        self.up, self.down = nn.Linear(n_embd, 2 * hidden, bias=False), nn.Linear(hidden, n_embd, bias=False)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.drop(self.attn(self.ln1(x), cos, sin, cache))
-        gate, value = self.up(self.ln2(x)).chunk(2, dim=-1)  # SwiGLU: half of the MLP's units gate the other
-        return x + self.drop(self.down(F.silu(gate) * value))  # half, better than GELU here (measured)
-
-class GPT(nn.Module):
-    def __init__(self, vocab_size):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, n_embd)
-        self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
-        self.ln_f, self.head = norm(), nn.Linear(n_embd, vocab_size, bias=False)
-        for name, p in self.named_parameters():  # small weights, and branches that start near zero
-            if p.ndim == 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(('proj.weight', 'down.weight')) else 0.02
-                nn.init.normal_(p, std=std)
-
-    def forward(self, idx, targets=None, caches=None, start=0):  # idx (B, T) -> logits (B, T, vocab) or loss
-        hs = n_embd // n_head  # angles in float32 whatever the weights are: positions run into the thousands
-        freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
-        angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs  # (T, hs/2)
-        x = self.embed(idx)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        for block, cache in zip(self.blocks, caches or [None] * n_layer):
-            x = block(x, cos, sin, cache)
-        logits = self.head(self.ln_f(x))
-        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-    @torch.inference_mode()
-    def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
-        caches = [[] for _ in self.blocks] if use_cache else None
-        logits = self(idx[:, -block_size:], caches=caches, start=max(0, idx.size(1) - block_size))
-        for _ in range(n):
-            logits = logits[:, -1].float()
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float('-inf'))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1)
-            idx = torch.cat((idx, nxt), dim=1)
-            # with the cache each new character costs one position; without, the whole window again
-            logits = self(nxt, caches=caches, start=idx.size(1) - 1) if use_cache else self(idx[:, -block_size:])
-        return idx
-
-# ---------------------------------------------------------------------------------- training
-def main():
-    explicit = apply_overrides(sys.argv[1:])
-    rank, world, ddp = 0, 1, 'LOCAL_RANK' in os.environ
-    if ddp:  # under torchrun: one process per device, each taking its own share of every batch
-        import torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel
-        dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.startswith('cuda'):
-            globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
-            torch.cuda.set_device(device)
-        if batch_size % world:
-            fail(f'batch_size ({batch_size}) must divide evenly among {world} processes')
-    master = rank == 0  # only the first process prints, evaluates, saves and samples
-
-    ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
-    if ckpt:  # the model's shape comes from the checkpoint; an explicit different one is an error
-        for k in ('n_layer', 'n_head', 'n_embd', 'block_size'):
-            if k in explicit and globals()[k] != ckpt['settings'][k]:
-                fail(f'--{k}={globals()[k]} does not fit {checkpoint}, whose model has {k}={ckpt["settings"][k]}')
-            globals()[k] = ckpt['settings'][k]
-    if not sample_only:
-        text = read_text(input_file)
-        unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
-        if unknown:
-            fail(f'{input_file} has characters that {checkpoint} has never seen: {unknown!r}')
-        if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
-            fail(f'{input_file} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
-    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
-    stoi = {c: i for i, c in enumerate(chars)}
-    if sample_only:
-        globals()['dropout'] = 0.0  # (the settings left to the text are chosen when there is one)
-    else:
-        n_train = int(0.9 * len(text))
-        steps, drop, every, passes = plan_training(n_train, len(chars))
-        globals().update(max_iters=steps, dropout=drop, eval_interval=every)
-        if master:
-            print(f'training {steps} steps: {passes:.1f} passes over {n_train:,} characters, dropout {drop}, '
-                  f'evaluating every {every} steps')
-    unknown = ''.join(sorted(set(prompt) - set(chars)))
-    if unknown:
-        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
-
-    torch.manual_seed(seed)
-    model = GPT(len(chars)).to(device)
-    if ckpt:
-        try:
-            model.load_state_dict(ckpt['model'])
-        except RuntimeError:  # other weights' names or shapes: written by another version of this script
-            fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
-    globals()['dtype'], why = pick_dtype()
-    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
-    # float16's narrow range would round small gradients to zero: the loss is scaled up before backward, and the
-    # gradients down before the step (steps whose gradients overflow are skipped); a no-op in other precisions
-    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
-    if master:
-        print(f'device {device}, dtype {dtype} ({why}), {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, '
-              f'vocabulary {len(chars)}, {world} process{"es" if world > 1 else ""}')
-        print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
-
-    if not sample_only:
-        data = torch.tensor([stoi[c] for c in text], device=device)
-        train_data, val_data = data[:n_train], data[n_train:]
-        matrices, embedding, rest = [], [], []  # Muon takes only the blocks' weight matrices, AdamW the others
-        for name, p in model.named_parameters():
-            (matrices if p.ndim == 2 and name.startswith('blocks') else embedding if name == 'embed.weight'
-             else rest).append(p)
-        optimizers = [torch.optim.Muon(matrices, lr=muon_lr, weight_decay=0, ns_steps=3),  # 3 steps do as well as 5
-                      torch.optim.AdamW([dict(params=embedding, lr=embed_lr), dict(params=rest, lr=lr)],
-                                        betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
-        gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
-        step = 0
-        # the best evaluated model so far: on a small text the model starts memorising, and val loss turns up
-        best_val, best_step, best_weights = math.inf, 0, None
-        if ckpt:  # resuming: the optimizers, the step count and the random numbers go on too
-            for opt, state in zip(optimizers, ckpt['optimizers']):
-                opt.load_state_dict(state)
-            step = ckpt['step']
-            gen.set_state(ckpt['rng'])
-            torch.set_rng_state(ckpt['torch_rng'])
-            scaler.load_state_dict(ckpt['scaler'])
-            best_val, best_step, best_weights = ckpt['best']
-
-        def save():  # never over a good checkpoint with a broken model
-            if not all(p.isfinite().all() for p in model.parameters()):
-                fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
-            state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
-                     'settings': {k: globals()[k] for k in SETTINGS}, 'rng': gen.get_state(),
-                     'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in optimizers],
-                     'scaler': scaler.state_dict(), 'best': (best_val, best_step, best_weights)}
-            write_atomically(checkpoint, lambda f: torch.save(state, f))
-
-        @torch.no_grad()
-        def split_loss(data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
-            n = (len(data) - 1) // block_size
-            x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
-            model.eval()
-            with amp:
-                total = sum(model(x[i:i + 64], y[i:i + 64]).item() * len(x[i:i + 64]) for i in range(0, n, 64))
-            model.train()
-            return total / n
-
-        def get_batch():  # every process draws the same batch_size windows and keeps its own share
-            ix = torch.randint(len(train_data) - block_size, (batch_size,), generator=gen)[rank::world]
-            xy = train_data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
-            return xy[:, :-1], xy[:, 1:]
-
-        net = torch.compile(model) if compile and compile_works() else model
-        net = DistributedDataParallel(net) if ddp else net
-        stop = []  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the current step
-        before = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
-        last = min(max_iters, step + stop_after) if stop_after else max_iters
-        groups = [g for opt in optimizers for g in opt.param_groups]  # after resuming, which replaces them
-        t_log, s_log = time.time(), step
-        while step < last:
-            factor = min((step + 1) / (warmup_iters + 1), (max_iters - step) / max(1, max_iters - warmup_iters))
-            for g, peak in zip(groups, (muon_lr, embed_lr, lr)):  # the rates given now, also when resuming
-                g['lr'] = peak * factor  # warm up, then decay linearly to zero at max_iters
-            x, y = get_batch()
-            with amp:
-                loss = net(x, y)
-            scaler.scale(loss).backward()
-            for opt in optimizers:
-                scaler.unscale_(opt)  # so that clipping sees the true gradients
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            for opt in optimizers:
-                scaler.step(opt)
-                opt.zero_grad(set_to_none=True)
-            scaler.update()
-            step += 1
-            status = torch.tensor([loss.item(), float(bool(stop))])
-            if ddp:  # the mean loss over all processes, and a stop that any of them asked for
-                dist.all_reduce(status)
-                status[0] /= world
-            loss = status[0].item()
-            if not math.isfinite(loss):
-                fail(f'the loss became {loss} at step {step}; stopped, the last checkpoint written is untouched')
-            if master and (step % log_interval == 0 or step == last):
-                dt = (time.time() - t_log) / (step - s_log)
-                print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
-                      f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
-                t_log, s_log = time.time(), step
-            if status[1]:
-                if master:
-                    save()
-                    print(f'interrupted at step {step}: checkpoint saved to {checkpoint}')
-                sys.exit(130)
-            if master and step % eval_interval == 0 and step < last:
-                val_loss = split_loss(val_data)
-                if val_loss < best_val:
-                    best_val, best_step = val_loss, step
-                    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-                print(f'step {step}: val loss {val_loss:.4f} (best {best_val:.4f} at step {best_step})')
-                save()
-                t_log, s_log = time.time(), step  # evaluation time is not training time
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-        if master:
-            val_loss = split_loss(val_data)
-            if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
-                print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping that model')
-                model.load_state_dict(best_weights)
-                val_loss = best_val
-            # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
-            train_loss = split_loss(train_data[:len(val_data)])
-            print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
-            save()
-            print(f'saved {checkpoint}')
-        if ddp:  # the others wait for the first process's evaluation, so that all part together
-            dist.barrier()
-            dist.destroy_process_group()
-    if not master:
+def start_processes():
+    global RANK, WORLD, MASTER
+    if not DDP:
         return
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    RANK, WORLD = dist.get_rank(), dist.get_world_size()
+    MASTER = RANK == 0
+    if device.startswith('cuda'):
+        globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
+        torch.cuda.set_device(device)
+    if batch_size % WORLD:
+        fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
 
-    # ---------------------------------------------------------------------------------- sampling
-    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)
-    # each new character reads every weight, so they are cast once to half precision: on a CPU float16, whose
-    # matrix-vector products run ~2x faster than bfloat16's (measured)
-    model.eval().to(getattr(torch, 'float16' if device == 'cpu' and dtype != 'float32' else dtype))
-    sample = ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
-    print(sample)
-    if sample_file:
-        write_atomically(sample_file, lambda f: f.write(sample.encode('utf-8')))
+def agree(loss, stop):  # the mean loss over all processes, and a stop that any of them asked for
+    status = torch.tensor([loss, float(stop)])
+    if DDP:
+        dist.all_reduce(status)
+        status[0] /= WORLD
+    return status[0].item(), bool(status[1])
+
+def end_processes():  # the others wait for the first process's evaluation, so that all part together
+    if DDP:
+        dist.barrier()
+        dist.destroy_process_group()
 
 if __name__ == '__main__':
     try:
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
         sys.exit(130)
-    if 'LOCAL_RANK' in os.environ:  # under torchrun: gloo's threads outlive destroy_process_group (once torch._dynamo
-        sys.stdout.flush()  # is imported, as the optimizers do) and can abort a normal exit, so leave at once
+    if DDP:  # gloo's threads outlive destroy_process_group (once torch._dynamo is imported, as the optimizers do)
+        sys.stdout.flush()  # and can abort a normal exit, so leave at once
         os._exit(0)

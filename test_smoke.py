@@ -94,7 +94,7 @@ def test_kv_cache_gives_the_same_logits(monkeypatch):
     idx = torch.randint(20, (1, gpt.block_size))
     with torch.no_grad():
         full = model(idx)  # every position's logits, the whole window at once
-        caches = [[] for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
+        caches = [gpt.KVCache() for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
         stepped = torch.cat([model(idx[:, :8], caches=caches)] +
                             [model(idx[:, t:t + 1], caches=caches, start=t) for t in range(8, gpt.block_size)], dim=1)
     assert torch.allclose(full, stepped, atol=1e-5), (full - stepped).abs().max()
