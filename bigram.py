@@ -1,10 +1,12 @@
 """The bigram baseline: the next character's logits are read off a table row chosen by the current character.
 
-    python bigram.py                                        train, save bigram.pt, print a sample
+    python bigram.py                                        train on input.txt, save bigram.pt, print a sample
+    python bigram.py --input_file=my_text.txt               train on your own text (any UTF-8 text)
     python bigram.py --sample_only=True --prompt="ROMEO:"   sample from bigram.pt without training
-Every setting below can be overridden as --name=value.
+Every setting below can be overridden as --name=value. The ideas come first: the settings, the model, training
+and sampling; below the banner further down is only plumbing (command line, files, checkpoints, Ctrl-C).
 """
-import ast, hashlib, math, os, signal, sys, time, urllib.request, warnings
+import ast, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, urllib.request, warnings
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.nn as nn
@@ -33,13 +35,130 @@ temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always t
 top_k = 0             # sample among the k likeliest characters only (0: all)
 sample_file = ''      # also write the sample to this file
 SETTINGS = {k: v for k, v in globals().items() if k[0].islower() and isinstance(v, (bool, int, float, str))}
-SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
 
+# ---------------------------------------------------------------------------------- the model
+class Bigram(nn.Module):
+    """A table whose row for the current character holds the next character's logits."""
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.table = nn.Embedding(vocab_size, vocab_size)  # row c: the logits of whatever follows c
+        nn.init.zeros_(self.table.weight)  # start from the uniform guess, not from random preferences
+
+    def forward(self, idx, targets=None):  # idx (B, T) -> logits (B, T, vocab) or the mean loss
+        logits = self.table(idx)
+        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    @torch.no_grad()
+    def generate(self, idx, n):  # idx (1, T) -> (1, T + n); only the last character matters
+        for _ in range(n):
+            nxt = pick_next(self(idx[:, -1:])[:, -1])
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx
+
+def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1)
+
+# ---------------------------------------------------------------------------------- the data
+def split_data(text, chars):  # the characters as integers: the first 90% to train on, the rest to validate
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in text], device=device)
+    n_train = int(0.9 * len(data))
+    return data[:n_train], data[n_train:]
+
+def get_batch(data, gen):  # batch_size random windows and, one character on, what follows each
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)
+    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
+    return xy[:, :-1], xy[:, 1:]
+
+@torch.no_grad()
+def split_loss(model, data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
+    n = (len(data) - 1) // block_size
+    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)  # (n, T)
+    return sum(model(x[i:i + 256], y[i:i + 256]).item() * len(x[i:i + 256]) for i in range(0, n, 256)) / n
+
+# ---------------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class Run:
+    """A run besides the weights: what a checkpoint keeps so that a resumed run goes on as if never stopped."""
+    vocab: str
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # draws the batches
+    step: int = 0
+
+def train(model, run, train_data, val_data):
+    stop = threading.Event()  # Ctrl-C ends the run cleanly at the end of the step
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    last = min(max_iters, run.step + stop_after) if stop_after else max_iters
+    clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
+    while run.step < last:
+        for group in run.optimizer.param_groups:
+            group['lr'] = lr * (max_iters - run.step) / max_iters  # decays linearly to zero at max_iters
+        x, y = get_batch(train_data, run.gen)
+        loss = model(x, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.step += 1
+        loss = loss.item()
+        if not math.isfinite(loss):
+            fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint written is untouched')
+        if run.step % log_interval == 0 or run.step == last:
+            clock = log_progress(run.step, last, loss, clock)
+        if stop.is_set():
+            save_checkpoint(model, run)
+            print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+            sys.exit(130)
+        if run.step % eval_interval == 0 and run.step < last:
+            print(f'step {run.step}: val loss {split_loss(model, val_data):.4f}')
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def finish(model, run, train_data, val_data):  # the final line, and the checkpoint
+    print(f'final: train loss {split_loss(model, train_data):.4f}, val loss {split_loss(model, val_data):.4f}')
+    save_checkpoint(model, run)
+    print(f'saved {checkpoint}')
+
+# ---------------------------------------------------------------------------------- sampling
+def sample(model, chars):
+    stoi = {c: i for i, c in enumerate(chars)}
+    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
+    return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+
+def main():
+    apply_overrides(sys.argv[1:])
+    ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
+    text = None if sample_only else read_text(input_file, ckpt)
+    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
+    check_prompt(chars)
+    torch.manual_seed(seed)
+    model = Bigram(len(chars)).to(device)
+    if ckpt:
+        load_weights(model, ckpt)
+    announce(model, chars)
+    if text:
+        train_data, val_data = split_data(text, chars)
+        run = start_run(model, chars, ckpt)
+        train(model, run, train_data, val_data)
+        finish(model, run, train_data, val_data)
+    generated = sample(model, chars)
+    print(generated)
+    if sample_file:
+        write_atomically(sample_file, lambda f: f.write(generated.encode('utf-8')))
+
+# =============================================================================================================
+# Here ends what there is to learn about a bigram model. Below is plumbing: settings from the command line, the
+# text and its download, checkpoints. A reader may stop here.
+# =============================================================================================================
+SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
 
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
-
 
 def apply_overrides(args):  # --name=value, value a Python literal (taken as it is for text settings)
     valid = 'valid settings: ' + ', '.join(SETTINGS)
@@ -69,7 +188,17 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
     except Exception as e:
         fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
 
+def announce(model, chars):  # the start lines: what runs where, and every setting as it stands
+    print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
+    print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
+def log_progress(step, last, loss, clock):  # one progress line; returns the clock for the next one
+    dt = (time.time() - clock[0]) / (step - clock[1])
+    print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.1f} ms/step | '
+          f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt:.1f} s left')
+    return time.time(), step
+
+# ---------------------------------------------------------------------------------- files
 def write_atomically(path, write):  # a crash while writing leaves the old file as it was
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -79,34 +208,42 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        pathlib.Path(tmp).unlink(missing_ok=True)
         fail(f'cannot write {path}: {e.strerror}')
 
-
-def read_text(path):
-    if path == SETTINGS['input_file'] and not os.path.exists(path):
-        try:
-            data = urllib.request.urlopen(input_url, timeout=60).read()
-            problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
-        except (OSError, ValueError) as e:
-            problem = f'failed ({e})'
-        if problem:
-            fail(f'{path} is missing and downloading {input_url} {problem}; '
-                 'put a text file there or pass --input_file=PATH')
-        write_atomically(path, lambda f: f.write(data))
-        print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+def download_tiny_shakespeare(path):
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
+        data = urllib.request.urlopen(input_url, timeout=60).read()
+        problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
+    except (OSError, ValueError) as e:
+        problem = f'failed ({e})'
+    if problem:
+        fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
+    write_atomically(path, lambda f: f.write(data))
+    print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+
+def read_text(path, ckpt):  # the training text, checked against what training needs
+    if path == SETTINGS['input_file'] and not os.path.exists(path):
+        download_tiny_shakespeare(path)
+    try:
+        text = pathlib.Path(path).read_bytes().decode('utf-8')
     except OSError as e:  # missing, a directory, no permission...
         fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
-    try:
-        return data.decode('utf-8')
     except UnicodeDecodeError as e:
         fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
+    unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
+    if unknown:
+        fail(f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
+    if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
+        fail(f'{path} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
+    return text
 
+def check_prompt(chars):
+    unknown = ''.join(sorted(set(prompt) - set(chars)))
+    if unknown:
+        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
 
+# ---------------------------------------------------------------------------------- checkpoints
 def load_checkpoint(path):
     if not os.path.isfile(path):
         fail(f'checkpoint {path} does not exist; train first, or pass --checkpoint=PATH')
@@ -119,131 +256,29 @@ def load_checkpoint(path):
         fail(f'{path} is not a bigram.py checkpoint (it comes from {origin or "something else"})')
     return ckpt
 
+def load_weights(model, ckpt):
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError:  # other weights' names or shapes: written by another version of this script
+        fail(f'{checkpoint} holds weights that do not fit this model (from another version of bigram.py?)')
 
-# ---------------------------------------------------------------------------------- the model
-class Bigram(nn.Module):
-    def __init__(self, vocab_size):
-        super().__init__()
-        self.table = nn.Embedding(vocab_size, vocab_size)  # row c: the logits of whatever follows c
-        nn.init.zeros_(self.table.weight)  # start from the uniform guess, not from random preferences
-
-    def forward(self, idx, targets=None):  # idx (B, T) -> logits (B, T, vocab) or the mean loss
-        logits = self.table(idx)
-        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-
-    @torch.no_grad()
-    def generate(self, idx, n):  # idx (1, T) -> (1, T + n); only the last character matters
-        for _ in range(n):
-            logits = self(idx[:, -1:])[:, -1]
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float('-inf'))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1)
-            idx = torch.cat((idx, nxt), dim=1)
-        return idx
-
-
-# ---------------------------------------------------------------------------------- training
-def main():
-    apply_overrides(sys.argv[1:])
-    ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
-    if not sample_only:
-        text = read_text(input_file)
-        unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
-        if unknown:
-            fail(f'{input_file} has characters that {checkpoint} has never seen: {unknown!r}')
-        if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
-            fail(f'{input_file} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
-    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
-    stoi = {c: i for i, c in enumerate(chars)}
-    unknown = ''.join(sorted(set(prompt) - set(chars)))
-    if unknown:
-        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
-
-    torch.manual_seed(seed)
-    model = Bigram(len(chars)).to(device)
+def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizer, step and random numbers
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    run = Run(chars, optimizer, torch.Generator().manual_seed(seed))
     if ckpt:
-        try:
-            model.load_state_dict(ckpt['model'])
-        except RuntimeError:  # other weights' names or shapes: written by another version of this script
-            fail(f'{checkpoint} holds weights that do not fit this model (from another version of bigram.py?)')
-    print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
-    print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
+        run.optimizer.load_state_dict(ckpt['optimizer'])
+        run.gen.set_state(ckpt['rng'])
+        torch.set_rng_state(ckpt['torch_rng'])
+        run.step = ckpt['step']
+    return run
 
-    if not sample_only:
-        data = torch.tensor([stoi[c] for c in text], device=device)
-        train_data, val_data = data[:int(0.9 * len(data))], data[int(0.9 * len(data)):]
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        gen = torch.Generator().manual_seed(seed)  # draws the batches; saved so that a resumed run draws the same
-        step = 0
-        if ckpt:  # resuming: the optimizer, the step count and the random numbers go on too
-            optimizer.load_state_dict(ckpt['optimizer'])
-            step = ckpt['step']
-            gen.set_state(ckpt['rng'])
-            torch.set_rng_state(ckpt['torch_rng'])
-
-        def save():  # never over a good checkpoint with a broken model
-            if not model.table.weight.isfinite().all():
-                fail(f'the weights became non-finite by step {step}; stopped, {checkpoint} is untouched')
-            state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': chars, 'step': step,
-                     'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': optimizer.state_dict(),
-                     'rng': gen.get_state(), 'torch_rng': torch.get_rng_state()}
-            write_atomically(checkpoint, lambda f: torch.save(state, f))
-
-        @torch.no_grad()
-        def split_loss(data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
-            n = (len(data) - 1) // block_size
-            x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
-            return sum(model(x[i:i + 256], y[i:i + 256]).item() * len(x[i:i + 256]) for i in range(0, n, 256)) / n
-
-        def get_batch():
-            ix = torch.randint(len(train_data) - block_size, (batch_size,), generator=gen)
-            xy = train_data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
-            return xy[:, :-1], xy[:, 1:]
-
-        stop = []  # Ctrl-C ends the run cleanly at the end of the current step
-        signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-        last = min(max_iters, step + stop_after) if stop_after else max_iters
-        t_log, s_log = time.time(), step
-        while step < last:
-            for group in optimizer.param_groups:
-                group['lr'] = lr * (max_iters - step) / max_iters  # decays linearly to zero at max_iters
-            x, y = get_batch()
-            loss = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss = loss.item()
-            if not math.isfinite(loss):
-                fail(f'the loss became {loss} at step {step}; stopped, the last checkpoint written is untouched')
-            if step % log_interval == 0 or step == last:
-                dt = (time.time() - t_log) / (step - s_log)
-                print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.1f} ms/step | '
-                      f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt:.1f} s left')
-                t_log, s_log = time.time(), step
-            if stop:
-                save()
-                print(f'interrupted at step {step}: checkpoint saved to {checkpoint}')
-                sys.exit(130)
-            if step % eval_interval == 0 and step < last:
-                print(f'step {step}: val loss {split_loss(val_data):.4f}')
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f'final: train loss {split_loss(train_data):.4f}, val loss {split_loss(val_data):.4f}')
-        save()
-        print(f'saved {checkpoint}')
-
-    # ---------------------------------------------------------------------------------- sampling
-    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)
-    sample = ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
-    print(sample)
-    if sample_file:
-        write_atomically(sample_file, lambda f: f.write(sample.encode('utf-8')))
-
+def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
+    if not model.table.weight.isfinite().all():
+        fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
+    state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
+             'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': run.optimizer.state_dict(),
+             'rng': run.gen.get_state(), 'torch_rng': torch.get_rng_state()}
+    write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 if __name__ == '__main__':
     try:
