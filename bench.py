@@ -10,7 +10,7 @@
                                         best smoothed character n-gram model (about 45 minutes on a 2-core CPU)
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import collections, glob, gettext, math, os, random, re, subprocess, sys, sysconfig, time, warnings
+import collections, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -268,15 +268,22 @@ def synthetic_text(n=300_000, alphabet='abcdefghijklmnopqrstuvwxyz .,;!\n', seed
     return ''.join(text), best
 
 
-def translations(languages, chars):  # the translated messages of the programs installed here (Debian, Ubuntu...)
-    parts = []
+def translations(languages, chars, mixed=False):  # the translated messages of the programs here (Debian, Ubuntu)
+    """Each language's share in turn, or with mixed=True one message of each language in turn, so that the
+    validation split (the last 10%) holds every language too."""
+    catalogues = []
     for lang in languages:
         found = []
         for f in sorted(glob.glob(f'/usr/share/locale/{lang}/LC_MESSAGES/*.mo')):
             with open(f, 'rb') as mo:
-                found += [v for k, v in gettext.GNUTranslations(mo)._catalog.items() if k and isinstance(v, str)]
-        parts.append('\n'.join(found)[:chars // len(languages)])
-    return '\n'.join(parts)
+                try:
+                    found += [v for k, v in gettext.GNUTranslations(mo)._catalog.items() if k and isinstance(v, str)]
+                except (UnicodeDecodeError, IndexError, ValueError):  # a catalogue gettext cannot read: skipped
+                    pass
+        catalogues.append(found)
+    if mixed:
+        return '\n'.join(m for turn in itertools.zip_longest(*catalogues) for m in turn if m)[:chars]
+    return '\n'.join('\n'.join(found)[:chars // len(languages)] for found in catalogues)
 
 
 def panel_texts():
@@ -284,6 +291,7 @@ def panel_texts():
     python = ''.join(Path(f).read_text(encoding='utf-8', errors='replace')
                      for f in sorted(glob.glob(os.path.join(sysconfig.get_paths()['stdlib'], '*.py'))))
     synthetic, best = synthetic_text()
+    every_language = sorted(Path(d).name for d in glob.glob('/usr/share/locale/*') if glob.glob(f'{d}/LC_MESSAGES/*.mo'))
     return [('Tiny Shakespeare', shakespeare, ''),
             ('Tiny Shakespeare, first 250,000 characters', shakespeare[:250_000], ''),
             ('Tiny Shakespeare, first 50,000 characters', shakespeare[:50_000], ''),
@@ -291,6 +299,8 @@ def panel_texts():
             ('Russian: the translated messages of the programs on this machine', translations(['ru'], 600_000), ''),
             ('Chinese, Japanese, Korean: the same kind of messages', translations(['zh_CN', 'zh_TW', 'ja', 'ko'],
                                                                                   1_200_000), ''),
+            ('every language on this machine: the same kind of messages, one of each language in turn',
+             translations(every_language, 2_000_000, mixed=True), ''),
             ('synthetic: a character repeats the one 16 back or follows from the two before it', synthetic,
              f'no model can go below {best:.4f}')]
 
