@@ -495,7 +495,7 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
             return 'bfloat16', 'supported on this Mac'
         except (RuntimeError, TypeError):
             return 'float32', 'no bfloat16 on this Mac'
-    # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 3-4x faster in it than in float32; one
+    # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 1.6-5x faster in it than in float32; one
     # without (most laptops) emulates it 10-80x slower. Timing one small product each way tells which this is.
     def fastest(m):  # of six products (the first one warms up)
         return min(timeit.repeat(lambda: m @ m, number=1, repeat=6))
