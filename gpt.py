@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GPU = torch.cuda.is_available()  # the model's size depends on it: see below
+# the model's size depends on it (see below), so a GPU machine told --device=cpu trains the CPU's model
+GPU = torch.cuda.is_available() and '--device=cpu' not in sys.argv
 # ---------------------------------------------------------------------------------- settings
 input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
 input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -236,12 +237,17 @@ def optimizer_step(model, run, loss):  # backward, and one step of every optimiz
     run.scaler.scale(loss).backward()  # float16 only: the loss scaled up, so that small gradients stay non-zero
     for opt in run.optimizers:
         run.scaler.unscale_(opt)  # and the gradients back down, so that clipping sees the true ones
+    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
+    # float16: where a gradient overflowed, the scaler would skip only the optimizer that saw it, while clipping
+    # has zeroed the others' gradients (and their momentum would still move the weights): all skip this step
+    overflowed = run.scaler.is_enabled() and not norm.isfinite()
     for opt in run.optimizers:
-        run.scaler.step(opt)  # (skipped where float16 gradients overflowed)
+        if not overflowed:
+            run.scaler.step(opt)
         opt.zero_grad(set_to_none=True)
-    run.scaler.update()
+    run.scaler.update()  # float16: the scale halves after an overflow, and grows again after a long calm
 
 def evaluate(model, run, val_data, amp):  # the val loss, keeping the best model so far (small texts overfit)
     val_loss = split_loss(model, val_data, amp)
@@ -249,8 +255,11 @@ def evaluate(model, run, val_data, amp):  # the val loss, keeping the best model
         run.best = (val_loss, run.step, {k: v.clone() for k, v in model.state_dict().items()})
     print(f'step {run.step}: val loss {val_loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
 
+def seed_dropout(step):  # dropout's masks: new at every step and in every process, and the same after a resume
+    torch.manual_seed(seed + WORLD * step + RANK)  # (seeds the GPU's and the Mac's generators too)
+
 def train(model, run, train_data, val_data, amp):
-    net = torch.compile(model) if compile and compile_works() else model
+    net = compiled(model, train_data, amp) if compile else model
     net = DistributedDataParallel(net) if DDP else net
     stop = threading.Event()  # Ctrl-C (or torchrun's SIGTERM) ends the run cleanly at the end of the step
     before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -259,26 +268,31 @@ def train(model, run, train_data, val_data, amp):
     while run.step < last:
         set_learning_rates(run)
         x, y = get_batch(train_data, run.gen)
+        seed_dropout(run.step)
         with amp:
             loss = net(x, y)
         optimizer_step(model, run, loss)
         run.step += 1
-        loss, stopping = agree(loss.item(), stop.is_set())
-        if not math.isfinite(loss):
-            fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint written is untouched')
-        if MASTER and (run.step % log_interval == 0 or run.step == last):
-            clock = log_progress(run.step, last, loss, clock)
-        if stopping and MASTER:
-            save_checkpoint(model, run)
-            print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
-        if stopping:
-            sys.exit(130)
-        if MASTER and run.step % eval_interval == 0 and run.step < last:
+        logging = run.step % log_interval == 0 or run.step == last
+        # reading the loss makes the CPU wait for the GPU, so a lone process reads it only to log it; several
+        # processes must agree at every step whether any of them was asked to stop
+        if logging or DDP or stop.is_set():
+            loss, stopping = agree(loss, stop.is_set()).tolist()
+            if not math.isfinite(loss):
+                fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint is untouched')
+            if MASTER and logging:
+                clock = log_progress(run.step, last, loss, clock)
+            if stopping:
+                interrupt(model, run)
+        if MASTER and run.step % eval_interval == 0 and run.step < max_iters:
             evaluate(model, run, val_data, amp)
             save_checkpoint(model, run)
             clock = (time.time(), run.step)  # evaluation time is not training time
     for sig, handler in before.items():
         signal.signal(sig, handler)
+    if MASTER and run.step < max_iters:  # --stop_after: the run as it stands, to go on from (the best model too)
+        save_checkpoint(model, run)
+        print(f'stopped at step {run.step} of {max_iters}: saved to {checkpoint}; --resume=True goes on')
 
 def finish(model, run, train_data, val_data, amp):  # the final line reports the best model found, and saves it
     val_loss = split_loss(model, val_data, amp)
@@ -304,7 +318,7 @@ def sample(model, chars):
 
 def main():
     explicit = apply_overrides(sys.argv[1:])
-    start_processes()
+    start_processes()  # (and checks the device)
     ckpt = load_checkpoint(checkpoint, explicit) if resume or sample_only else None
     text = None if sample_only else read_text(input_file, ckpt)
     chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
@@ -322,7 +336,7 @@ def main():
         train_data, val_data = split_data(text, chars)
         run = start_run(model, chars, ckpt)
         train(model, run, train_data, val_data, amp)
-        if MASTER:
+        if MASTER and run.step == max_iters:  # only a run that has ended reports, and keeps, its best model
             finish(model, run, train_data, val_data, amp)
     if MASTER:
         generated = sample(model, chars)
@@ -339,7 +353,14 @@ SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # o
 
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
     print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
+    leave(2)
+
+def leave(status):  # end this process; under torchrun at once, for the reasons end_processes gives
+    if not DDP:
+        sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 def apply_overrides(args):  # --name=value, value a Python literal (taken as it is for text settings)
     valid = 'valid settings: ' + ', '.join(SETTINGS)
@@ -370,11 +391,15 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
     if problems:
         fail('; '.join(problems))
+    return {arg.removeprefix('--').partition('=')[0] for arg in args}
+
+def check_device():
     try:
         torch.empty(1, device=device)
     except Exception as e:
         fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
-    return {arg.removeprefix('--').partition('=')[0] for arg in args}
+    if device.startswith('cuda'):  # float32 matmuls in TF32 on the GPUs that have it (Ampere on): ~8x faster
+        torch.set_float32_matmul_precision('high')
 
 def announce(model, chars, why, text):  # the start lines: what runs where, and every setting as it stands
     if not MASTER:
@@ -461,15 +486,15 @@ def load_weights(model, ckpt):
     except RuntimeError:  # other weights' names or shapes: written by another version of this script
         fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
 
-def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizers, step and random numbers
+def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizers, step and batches
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
     run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed))
     if ckpt:
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
             opt.load_state_dict(state)
-        run.scaler.load_state_dict(ckpt['scaler'])
+        if ckpt['scaler']:  # empty where it was written in another precision: float16 then starts a new scale
+            run.scaler.load_state_dict(ckpt['scaler'])
         run.gen.set_state(ckpt['rng'])
-        torch.set_rng_state(ckpt['torch_rng'])
         run.step, run.best = ckpt['step'], ckpt['best']
     return run
 
@@ -478,7 +503,7 @@ def save_checkpoint(model, run):  # never over a good checkpoint with a broken m
         fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
     state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
              'settings': {k: globals()[k] for k in SETTINGS}, 'rng': run.gen.get_state(),
-             'torch_rng': torch.get_rng_state(), 'optimizers': [o.state_dict() for o in run.optimizers],
+             'optimizers': [o.state_dict() for o in run.optimizers],
              'scaler': run.scaler.state_dict(), 'best': run.best}
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
@@ -489,29 +514,38 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
     if device.startswith('cuda'):  # T4s, V100s and older cards have no bfloat16: float16 with loss scaling there
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         return ('bfloat16', 'native on this GPU') if native else ('float16', 'this GPU has no native bfloat16')
-    if device == 'mps':  # Metal has bfloat16 from macOS 14 on; before that, full precision
-        try:
-            torch.ones(1, device=device, dtype=torch.bfloat16)
-            return 'bfloat16', 'supported on this Mac'
-        except (RuntimeError, TypeError):
-            return 'float32', 'no bfloat16 on this Mac'
     # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 1.6-5x faster in it than in float32; one
-    # without (most laptops) emulates it 10-80x slower. Timing one small product each way tells which this is.
+    # without (most laptops) emulates it 10-80x slower. Macs have bfloat16 from macOS 14 on, emulated on M1 and M2
+    # (reported about half float32's speed). Timing one product each way tells which this is.
+    where = 'Mac' if device == 'mps' else 'CPU'
+    wait = torch.mps.synchronize if device == 'mps' else lambda: None  # a Mac's products run asynchronously
     def fastest(m):  # of six products (the first one warms up)
-        return min(timeit.repeat(lambda: m @ m, number=1, repeat=6))
-    m = torch.randn(256, 256)
-    speedup = fastest(m) / fastest(m.bfloat16())
-    if speedup > 1:
-        return 'bfloat16', f'native on this CPU: {speedup:.1f}x float32\'s matmul speed'
-    return 'float32', f'bfloat16 is emulated on this CPU: {speedup:.2f}x float32\'s matmul speed'
-
-def compile_works():  # torch.compile needs Triton on a GPU and a C++ compiler on a CPU; try a tiny function
+        return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
+    m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)  # a GPU needs more
     try:
-        torch.compile(lambda x: x * 2 + 1)(torch.ones(2, device=device))
-        return True
+        speedup = fastest(m) / fastest(m.bfloat16())
+    except (RuntimeError, TypeError):  # a Mac before macOS 14
+        return 'float32', f'no bfloat16 on this {where}'
+    if speedup > 1:
+        return 'bfloat16', f'native on this {where}: {speedup:.1f}x float32\'s matmul speed'
+    return 'float32', f'bfloat16 is emulated on this {where}: {speedup:.2f}x float32\'s matmul speed'
+
+def compiled(model, train_data, amp):  # torch.compile, tried first: it needs Triton (GPU) or a C++ compiler (CPU)
+    start = time.time()
+    x, y = get_batch(train_data, torch.Generator().manual_seed(seed))  # a batch of the shape training uses
+    try:
+        net = torch.compile(model)
+        with amp:
+            loss = net(x, y)
+        loss.backward()  # the forward and backward are compiled now, and the first timed step is a plain one
     except Exception as e:
         print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
-        return False
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    if MASTER:
+        print(f'compiled the model in {time.time() - start:.0f} s')
+    return net
 
 # ---------------------------------------------------------------------------------- processes and signals
 DDP = 'LOCAL_RANK' in os.environ  # under torchrun: one process per device, each taking its share of every batch
@@ -519,23 +553,35 @@ RANK, WORLD, MASTER = 0, 1, True  # MASTER: the first process, the only one that
 
 def start_processes():
     global RANK, WORLD, MASTER
+    if DDP and device.startswith('cuda'):  # each process its own GPU, before anything opens GPU 0 in all of them
+        globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
+    check_device()
     if not DDP:
         return
-    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    if device == 'mps':  # gloo, the only backend a Mac has, carries no mps tensors; and a Mac has one GPU
+        fail('torchrun needs CUDA GPUs (NCCL) or the CPU (gloo, with --device=cpu); on a Mac run python gpt.py')
+    if device.startswith('cuda'):
+        torch.cuda.set_device(device)
+        dist.init_process_group('nccl', device_id=torch.device(device))
+    else:
+        dist.init_process_group('gloo')
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
     MASTER = RANK == 0
-    if device.startswith('cuda'):
-        globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
-        torch.cuda.set_device(device)
     if batch_size % WORLD:
         fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
 
-def agree(loss, stop):  # the mean loss over all processes, and a stop that any of them asked for
-    status = torch.tensor([loss, float(stop)])
-    if DDP:
+def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to stop), on the loss's device:
+    status = torch.stack((loss.detach().float(), torch.tensor(float(stop), device=loss.device)))
+    if DDP:  # NCCL reduces only GPU tensors, gloo CPU ones
         dist.all_reduce(status)
-        status[0] /= WORLD
-    return status[0].item(), bool(status[1])
+    return status / WORLD
+
+def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: the first one saves, and all end
+    if MASTER:
+        save_checkpoint(model, run)
+        print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+    end_processes()
+    leave(130)
 
 def end_processes():  # the others wait for the first process's evaluation, so that all part together
     if DDP:
@@ -543,10 +589,15 @@ def end_processes():  # the others wait for the first process's evaluation, so t
         dist.destroy_process_group()
 
 if __name__ == '__main__':
+    # Under torchrun every process leaves with os._exit (see leave): gloo's threads outlive destroy_process_group
+    # (once torch._dynamo is imported, as the optimizers do) and can abort a normal exit; and a process that failed
+    # alone (a save that could not be written) must not wait for the others in a collective that never comes
     try:
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
-        sys.exit(130)
-    if DDP:  # gloo's threads outlive destroy_process_group (once torch._dynamo is imported, as the optimizers do)
-        sys.stdout.flush()  # and can abort a normal exit, so leave at once
-        os._exit(0)
+        leave(130)
+    except RuntimeError as e:  # under torchrun, mostly another process gone: gloo then says "Connection closed"
+        if not DDP:
+            raise
+        fail(f'process {RANK} stopped: {str(e).strip().splitlines()[0][:200]}')
+    leave(0)
