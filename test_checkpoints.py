@@ -1,6 +1,6 @@
 """Checkpoints, resume, sampling from a saved model, and bad input: every failure is one clear line on stderr,
 exit status 2, and the files on disk stay as they were."""
-import os, re, signal, subprocess, sys, time
+import math, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
@@ -55,6 +55,69 @@ def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path
     assert a['step'] == b['step'] == 30
     for name, weight in a['model'].items():  # the same model, to float tolerance
         assert torch.allclose(weight, b['model'][name], atol=1e-5), name
+
+
+def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
+    # random letters are over-trained at once: by step 40 the val loss has turned, and the best model (step 30) is
+    # older than the run. A stop at 40 must save the run as it stands (evaluated at 40, as the whole run is), not
+    # the best model, or the resumed run goes on from older weights; with dropout, which must resume too.
+    rng = torch.Generator().manual_seed(0)
+    path = tmp_path / 'noise.txt'
+    path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
+    common = [f'--input_file={path}', '--num_chars=0', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32',
+              '--batch_size=16', '--max_iters=60', '--dropout=0.2', '--warmup_iters=5', '--eval_interval=10',
+              '--log_interval=1']
+    whole = run('gpt.py', *common, f'--checkpoint={tmp_path / "whole.pt"}')
+    first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=40')
+    second = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
+    for out in (whole, first, second):
+        assert out.returncode == 0, out.stderr
+    evaluations = re.findall(r'^step (\d+): val loss (\d+\.\d+) \(best (\d+\.\d+) at step (\d+)\)$', whole.stdout, re.M)
+    assert evaluations[3][0] == '40' and float(evaluations[3][1]) > float(evaluations[3][2])  # past the turn at 40
+    assert 'final:' not in first.stdout and 'stopped at step 40 of 60' in first.stdout
+    assert re.findall(r'^step \d+: val.*$', first.stdout + second.stdout, re.M) == \
+        re.findall(r'^step \d+: val.*$', whole.stdout, re.M)
+    assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
+    assert final_losses(second.stdout) == final_losses(whole.stdout)
+
+
+@pytest.mark.parametrize('before, after', [('float32', 'float16'), ('float16', 'bfloat16')])
+def test_resume_in_another_precision(before, after, text_file, tmp_path):
+    # a checkpoint written on a CPU or an A100 (no loss scaling) goes on on a T4 (float16, scaled), and back
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=20',
+              f'--checkpoint={tmp_path / "gpt.pt"}']
+    assert run('gpt.py', *common, f'--dtype={before}', '--stop_after=8').returncode == 0
+    out = run('gpt.py', *common, f'--dtype={after}', '--resume=True')
+    assert out.returncode == 0 and out.stderr == '', out.stderr
+    assert torch.load(tmp_path / 'gpt.pt', weights_only=True)['step'] == 20
+
+
+def test_loss_scaling_backs_off_skips_the_step_and_resumes(tmp_path, monkeypatch):
+    # float16, as on a T4: a gradient that overflows (here the output head's, made infinite on purpose) must halve
+    # the scale and leave EVERY weight as it was (also Muon's matrices, whose gradients were finite), and the
+    # scale must come back from the checkpoint
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, dtype='float16',
+                            device='cpu', max_iters=10, checkpoint=str(tmp_path / 'gpt.pt')).items():
+        monkeypatch.setattr(gpt, name, value)
+    torch.manual_seed(0)
+    model = gpt.GPT(vocab_size=12)
+    run = gpt.start_run(model, 'abcdefghijkl', None)
+    x, y = torch.randint(12, (4, 16)), torch.randint(12, (4, 16))
+    gpt.set_learning_rates(run)
+    gpt.optimizer_step(model, run, model(x, y))  # a normal step: every optimizer now has momentum
+    scale = run.scaler.get_scale()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hook = model.head.weight.register_hook(lambda grad: grad * math.inf)
+    gpt.optimizer_step(model, run, model(x, y))
+    hook.remove()
+    assert run.scaler.get_scale() == scale / 2
+    for name, weight in model.state_dict().items():
+        assert torch.equal(weight, before[name]), f'{name} moved in a step that overflowed'
+    gpt.save_checkpoint(model, run)
+    resumed = gpt.start_run(model, 'abcdefghijkl', torch.load(tmp_path / 'gpt.pt', weights_only=True))
+    assert resumed.scaler.get_scale() == scale / 2 != gpt.start_run(model, 'abcdefghijkl', None).scaler.get_scale()
 
 
 def test_float16_with_loss_scaling_trains_and_resumes(text_file, tmp_path):

@@ -1,7 +1,8 @@
 """Data-parallel training with torchrun: two CPU processes (gloo) must train exactly like one process that takes
 the same total batch, which only holds if the gradients of the two halves are averaged."""
-import subprocess, sys
+import re, shutil, subprocess, sys, time
 import pytest
+import torch
 from test_smoke import ROOT, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (text_file: a fixture)
 
 
@@ -21,3 +22,68 @@ def test_two_processes_train_like_one(tmp_path, text_file):
     for (step, x), (_, y) in zip(a, b):  # Muon orthogonalises in bfloat16, so tiny differences grow a little
         assert abs(float(x) - float(y)) <= 1e-3, (step, x, y)
     assert final_losses(one.stdout) == pytest.approx(final_losses(two.stdout), abs=1e-3)
+
+
+def test_each_process_trains_on_its_own_share(monkeypatch):
+    # every process draws the same batch and keeps its own rows: together they are the whole batch, once
+    import gpt
+    monkeypatch.setattr(gpt, 'block_size', 8)
+    monkeypatch.setattr(gpt, 'batch_size', 6)
+    data = torch.arange(1000)
+    whole, _ = gpt.get_batch(data, torch.Generator().manual_seed(0))
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(gpt, 'RANK', rank)
+        monkeypatch.setattr(gpt, 'WORLD', 2)
+        shares.append(gpt.get_batch(data, torch.Generator().manual_seed(0))[0])
+    assert shares[0].shape == shares[1].shape == (3, 8)
+    assert sorted(map(tuple, torch.cat(shares).tolist())) == sorted(map(tuple, whole.tolist()))
+
+
+def test_dropout_masks_differ_by_process_and_step(monkeypatch):
+    # with the same masks in every process, N processes would drop the same units in each share of the batch
+    import gpt
+    def masks(rank, step):
+        monkeypatch.setattr(gpt, 'RANK', rank)
+        monkeypatch.setattr(gpt, 'WORLD', 2)
+        gpt.seed_dropout(step)
+        return torch.rand(100) < 0.5
+    assert not torch.equal(masks(0, 5), masks(1, 5))  # another process
+    assert not torch.equal(masks(0, 5), masks(0, 6))  # another step
+    assert torch.equal(masks(1, 5), masks(1, 5))      # the same again: what a resume relies on
+
+
+def test_collectives_carry_tensors_on_the_models_device(monkeypatch):
+    # NCCL reduces only GPU tensors: the loss and the stop flag must be reduced where the loss lives. 'meta' stands
+    # in for a GPU here; a tensor made on the CPU would show up as 'cpu'.
+    import gpt
+    reduced = []
+    monkeypatch.setattr(gpt, 'DDP', True)
+    monkeypatch.setattr(gpt, 'WORLD', 2)
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor))
+    status = gpt.agree(torch.tensor(2.5, device='meta'), stop=True)
+    assert [t.device.type for t in reduced] == ['meta'] and status.device.type == 'meta'
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.mul_(2))  # as if the other process agreed
+    assert gpt.agree(torch.tensor(2.5), stop=True).tolist() == [2.5, 1.0]
+
+
+def test_a_failure_in_one_process_ends_every_process(tmp_path, text_file):
+    # only the first process saves: when its save fails (here the checkpoint's folder is gone), it must not leave
+    # the other one waiting in the next collective; each ends with one line and exit status 2, no traceback
+    folder = tmp_path / 'gone'
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             str(ROOT / 'gpt.py'), f'--input_file={text_file}', f'--checkpoint={folder / "gpt.pt"}',
+                             '--device=cpu', *TINY['gpt.py'], '--max_iters=100000', '--eval_interval=20',
+                             '--log_interval=1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # training is under way, before the first save
+        if line.startswith('step 1/'):
+            break
+    shutil.rmtree(folder)
+    start = time.time()
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.time() - start < 30, stderr  # (torchrun's own exit status: 1)
+    errors = re.findall(r'^error: .*$', stderr, re.M)
+    assert len(errors) == 2 and any('cannot write' in e for e in errors), stderr
+    assert any('process 1 stopped' in e for e in errors), stderr
+    assert 'gpt.py", line' not in stderr  # no traceback from gpt.py (torchrun prints its own report)

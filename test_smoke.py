@@ -181,6 +181,8 @@ def test_compiled_model_trains_like_the_plain_one(text_file, tmp_path):
     plain, compiled = run('gpt.py', *common), run('gpt.py', *common, '--compile=True')
     assert plain.returncode == 0 and compiled.returncode == 0, plain.stderr + compiled.stderr
     assert 'cannot run here' not in compiled.stdout  # (a CUDA build of torch may log a line on stderr here)
+    assert re.search(r'^compiled the model in \d+ s$', compiled.stdout, re.M)  # before the first timed step
+    assert 'compiled the model' not in plain.stdout
     a, b = step_losses(plain.stdout), step_losses(compiled.stdout)
     assert len(a) == len(b) == 8
     for (step, x), (_, y) in zip(a, b):  # the same arithmetic, fused differently
@@ -194,6 +196,20 @@ def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, mon
     assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr
     assert len(re.findall(r'^torch.compile cannot run here \(.*\); training without it$', out.stdout, re.M)) == 1
     assert 'final:' in out.stdout
+
+
+def test_a_gpu_machine_told_to_use_the_cpu_trains_the_cpus_model(text_file, tmp_path):
+    # as if CUDA were here: --device=cpu must take the CPU's model size and leave torch.compile off
+    fake_gpu = ('import runpy, sys, torch; torch.cuda.is_available = lambda: True; sys.argv = sys.argv[1:]; '
+                'runpy.run_path(sys.argv[0], run_name="__main__")')
+    args = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--max_iters=1']
+    out = subprocess.run([sys.executable, '-c', fake_gpu, str(ROOT / 'gpt.py'), '--device=cpu', *args],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert out.returncode == 0, out.stderr
+    assert ' n_layer=4 ' in out.stdout and ' n_embd=192 ' in out.stdout and ' compile=False ' in out.stdout
+    on_the_gpu = subprocess.run([sys.executable, '-c', fake_gpu, str(ROOT / 'gpt.py'), *args], capture_output=True,
+                                text=True, timeout=120)
+    assert on_the_gpu.returncode == 2 and "device 'cuda' cannot be used here" in on_the_gpu.stderr  # no CUDA really
 
 
 def step_losses(stdout):
