@@ -1,0 +1,197 @@
+"""What the GPT learns, and what lets it learn: tests of the model's behaviour rather than of the plumbing.
+
+The loss starts at a uniform guess; no position sees the characters after it; one batch can be learned by heart
+with gpt.py's own optimizers; every weight gets its intended learning rate; the validation loss is the mean it
+claims to be; sampling draws from the distribution that temperature and top_k describe; and rotary positions and
+QK-norm each have a test that fails without them. The models are tiny (2 layers of width 32, windows of 16
+characters), so that the whole file runs in seconds on one CPU thread.
+"""
+import contextlib, math, sys
+import pytest
+import torch
+import torch.nn.functional as F
+from test_smoke import ROOT
+
+sys.path.insert(0, str(ROOT))
+import gpt  # noqa: E402
+
+VOCAB = 65  # Tiny Shakespeare's
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    """Every test builds a tiny model on the CPU, from seed 0; a test changes further settings on top."""
+    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, device='cpu').items():
+        monkeypatch.setattr(gpt, name, value)
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------------- before training
+def test_the_loss_at_initialisation_is_a_uniform_guess():
+    # the small initial weights give near-equal logits: the model starts knowing nothing, and is not
+    # confidently wrong about anything (that would start the loss well above ln(vocab))
+    model = gpt.GPT(VOCAB)
+    xy = torch.randint(VOCAB, (8, gpt.block_size + 1))
+    with torch.no_grad():
+        loss = model(xy[:, :-1], xy[:, 1:]).item()
+    assert abs(loss - math.log(VOCAB)) < 0.1, loss
+
+
+@pytest.mark.parametrize('precision', ['training', 'sampling'])
+def test_no_position_sees_the_characters_after_it(precision):
+    model = gpt.GPT(VOCAB).train()  # dropout is 0, so training mode is deterministic too
+    if precision == 'sampling':
+        model.eval().to(torch.float16)  # as gpt.sample casts it on a CPU
+    idx = torch.randint(VOCAB, (4, gpt.block_size))
+    changed = idx.clone()
+    changed[:, 10:] = (idx[:, 10:] + 1) % VOCAB  # every character from position 10 on replaced by another
+    with torch.no_grad():
+        before, after = model(idx), model(changed)
+    assert torch.equal(before[:, :10], after[:, :10])  # positions 0-9 cannot tell, to the last bit
+    assert (before[:, 10:] != after[:, 10:]).any(-1).all()  # while each later one does (so the test can fail)
+
+
+# ---------------------------------------------------------------------- training
+def test_one_batch_can_be_learned_by_heart(monkeypatch):
+    # random characters hold nothing to generalise: a loss near zero means the model memorised them, which it
+    # can only do if the gradients reach every layer and gpt.py's optimizers and schedule turn them into steps
+    monkeypatch.setattr(gpt, 'warmup_iters', 10)
+    monkeypatch.setattr(gpt, 'max_iters', 200)
+    model = gpt.GPT(VOCAB)
+    xy = torch.randint(VOCAB, (4, gpt.block_size + 1))
+    run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
+    while run.step < gpt.max_iters:  # as gpt.train does, on the same batch every time
+        gpt.set_learning_rates(run)
+        gpt.optimizer_step(model, run, model(xy[:, :-1], xy[:, 1:]))
+        run.step += 1
+    with torch.no_grad():
+        loss = model(xy[:, :-1], xy[:, 1:]).item()
+    assert loss < 0.1, loss  # from ln(65) = 4.17; 0.040 to 0.048 measured with seeds 0-4
+
+
+def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
+    for name, value in dict(warmup_iters=100, max_iters=1000, muon_lr=0.02, embed_lr=0.1, lr=0.003).items():
+        monkeypatch.setattr(gpt, name, value)
+    model = gpt.GPT(VOCAB)
+    run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
+    muon = run.optimizers[0]
+    held = [id(p) for opt in run.optimizers for group in opt.param_groups for p in group['params']]
+    assert sorted(held) == sorted(id(p) for p in model.parameters())  # each weight once, none left out
+    # Muon orthogonalises whole matrices: the blocks' ones, not the embedding table, nor the output head
+    in_muon = {id(p) for p in muon.param_groups[0]['params']}
+    assert in_muon == {id(p) for p in model.blocks.parameters() if p.ndim == 2}
+    assert id(model.embed.weight) not in in_muon and id(model.head.weight) not in in_muon
+
+    def rate_of(weight):
+        return next(group['lr'] for opt in run.optimizers for group in opt.param_groups
+                    if any(p is weight for p in group['params']))
+    # warm-up: step s runs at (s + 1) / 101 of the peak, up to the peak at step 100; then down in a straight line
+    # to zero at step 1000, so halfway (step 550) at half the peak and at the last step (999) at 1/900 of it
+    for step, fraction in [(0, 1 / 101), (100, 1.0), (550, 0.5), (999, 1 / 900)]:
+        run.step = step
+        gpt.set_learning_rates(run)
+        assert rate_of(model.blocks[1].mlp.down.weight) == pytest.approx(0.02 * fraction), step
+        assert rate_of(model.embed.weight) == pytest.approx(0.1 * fraction), step
+        assert rate_of(model.head.weight) == pytest.approx(0.003 * fraction), step
+
+
+# ---------------------------------------------------------------------- evaluation
+def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
+    monkeypatch.setattr(gpt, 'block_size', 8)
+    monkeypatch.setattr(gpt, 'dropout', 0.5)  # split_loss must turn it off itself
+    model = gpt.GPT(VOCAB)
+    torch.nn.init.normal_(model.head.weight, std=1.0)  # confident logits: the windows' losses differ widely
+    # 70 windows of 8 and 5 characters to spare: a full batch of 64 windows, a partial one of 6, and a remainder
+    # too short for a window, which is not scored
+    data = torch.randint(VOCAB, (70 * 8 + 1 + 5,))
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for start in range(0, 70 * 8, 8):  # one window at a time
+            window = data[start:start + 9]  # 8 characters, and each one's next
+            losses.append(F.cross_entropy(model(window[None, :-1])[0], window[1:]).item())
+    model.train()
+    assert gpt.split_loss(model, data, contextlib.nullcontext()) == pytest.approx(sum(losses) / 70, rel=1e-5)
+    assert model.training  # and it leaves the model training
+
+
+def test_eval_mode_turns_dropout_off(monkeypatch):
+    monkeypatch.setattr(gpt, 'dropout', 0.5)
+    model = gpt.GPT(VOCAB)
+    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(idx), model(idx))
+        model.train()
+        assert not torch.allclose(model(idx), model(idx))  # training mode drops a different half each time
+
+
+# ---------------------------------------------------------------------- sampling
+def test_temperature_zero_takes_the_likeliest(monkeypatch):
+    monkeypatch.setattr(gpt, 'temperature', 0.0)
+    logits = torch.randn(100, VOCAB)
+    assert torch.equal(gpt.pick_next(logits)[:, 0], logits.argmax(-1))
+
+
+def test_top_k_picks_only_among_the_k_likeliest(monkeypatch):
+    monkeypatch.setattr(gpt, 'top_k', 3)
+    logits = torch.tensor([1.0, 0.5, 2.0, 0.0, 1.5, 0.8])  # the likeliest three: 2, 4 and 0
+    picks = gpt.pick_next(logits.expand(10_000, -1))  # 10,000 draws at once, one per row
+    assert set(picks.unique().tolist()) == {0, 2, 4}  # each of them, and nothing else
+
+
+@pytest.mark.parametrize('temperature', [1.0, 0.5])
+def test_draws_follow_the_softmax_of_logits_over_temperature(temperature, monkeypatch):
+    monkeypatch.setattr(gpt, 'temperature', temperature)
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    n = 20_000
+    frequencies = torch.bincount(gpt.pick_next(logits.expand(n, -1))[:, 0], minlength=5) / n
+    p = F.softmax(logits / temperature, dim=-1)  # T = 0.5 sharpens: 0.56 at temperature 1, 0.83 here
+    # each frequency within 4 standard errors of its probability (the draws are seeded: this is no flaky test)
+    assert ((frequencies - p).abs() <= 4 * (p * (1 - p) / n).sqrt()).all(), (frequencies, p)
+
+
+# ---------------------------------------------------------------------- rotary positions
+def test_rotate_turns_each_channel_pair_by_its_angle():
+    # a head of 4 channels: channel 0 pairs with channel 2, and 1 with 3 (the first half with the second)
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    cos, sin = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])  # the first pair by 90 degrees, the second by 0
+    assert torch.equal(gpt.rotate(x, cos, sin), torch.tensor([-3.0, 2.0, 1.0, 4.0]))  # (1, 3) turned to (-3, 1)
+
+
+def test_the_logits_depend_on_relative_positions_only():
+    # a query and a key turn by angles that grow with their positions, so their product depends only on how far
+    # apart they are: the same characters give the same logits wherever they stand (what lets the KV cache and
+    # generate's sliding window number positions as they do)
+    model = gpt.GPT(VOCAB).eval()
+    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    with torch.no_grad():
+        assert torch.allclose(model(idx), model(idx, start=1000), atol=1e-5)
+
+
+def test_the_order_of_earlier_characters_matters(monkeypatch):
+    # Without positions, attention is a weighted sum over the set of earlier keys and values: in a one-layer model,
+    # reversing the characters before the last one would leave the last one's logits as they were (to 2e-8, float
+    # rounding, measured). Rotary positions are the model's only sense of order. (With two layers the first layer's
+    # outputs would already differ, and the test could not tell.)
+    monkeypatch.setattr(gpt, 'n_layer', 1)
+    model = gpt.GPT(VOCAB).eval()
+    idx = torch.randint(VOCAB, (1, gpt.block_size))
+    reversed_before = torch.cat((idx[:, :-1].flip(1), idx[:, -1:]), dim=1)
+    with torch.no_grad():
+        change = (model(idx)[0, -1] - model(reversed_before)[0, -1]).abs().max()
+    assert change > 1e-5, change  # 0.035 measured (3e-4 with QK-norm taken out: this test is about order only)
+
+
+# ---------------------------------------------------------------------- QK-norm
+def test_qk_norm_undoes_any_scale_of_the_queries_and_keys():
+    # each head's queries and keys are normed before their product, so weights that make them 10 times larger
+    # change nothing; without the norm the attention scores would grow 100-fold (the logits moved by 0.1, measured)
+    model = gpt.GPT(VOCAB).eval()
+    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    with torch.no_grad():
+        before = model(idx)
+        for block in model.blocks:
+            block.attn.qkv.weight[:2 * gpt.n_embd] *= 10  # the rows that make the queries and the keys
+        after = model(idx)
+    assert torch.allclose(before, after, atol=1e-3), (before - after).abs().max()  # 7e-5 measured (layer_norm's eps)
