@@ -9,6 +9,7 @@ Every setting below can be overridden as --name=value. The ideas come first: the
 and sampling; below the banner further down is only plumbing (command line, files, checkpoints, processes).
 """
 import ast, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, timeit, urllib.request, warnings
+START = time.time()  # the time budget is for the whole run, importing torch included
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.distributed as dist
@@ -17,30 +18,29 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the model's size depends on it (see below), so a GPU machine told --device=cpu trains the CPU's model
-GPU = torch.cuda.is_available() and '--device=cpu' not in sys.argv
+GPU = torch.cuda.is_available() and '--device=cpu' not in sys.argv  # (a GPU machine told --device=cpu: no GPU)
 # ---------------------------------------------------------------------------------- settings
 input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
 input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 checkpoint = os.path.join(HERE, 'gpt.pt')  # written at every evaluation and at the end
 resume = False        # continue training from `checkpoint` instead of starting afresh
 sample_only = False   # only load `checkpoint` and generate
-# The model and its training. A CPU and a GPU cannot share one size: in about five minutes two CPU cores train
-# a 4 x 192 model on 128-character windows, while a GPU trains the lecture's 6 x 384 on 256 characters.
-n_layer = 6 if GPU else 4          # transformer blocks
-n_head = 6 if GPU else 4           # attention heads per block
-n_embd = 384 if GPU else 192       # width of the residual stream
-block_size = 256 if GPU else 128   # context length in characters
-batch_size = 64 if GPU else 24     # sequences per step, in total over all processes
-# How long to train, and how hard to regularise, follow from the text (see plan_training): a small text seen
-# too many times is memorised, and a large vocabulary makes every step dearer. Each setting below at 0 (or -1)
-# is chosen so; the settings line shows the values chosen, and passing them back repeats the run.
-budget_iters = 3000 if GPU else 1000  # steps that fit the time budget (~5 CPU minutes) with a small vocabulary
+# The model's size and the run's length follow the time given, the machine and the text (see plan_model and
+# plan_training): a slow laptop trains a smaller model than a GPU, and a small text seen too many times is
+# memorised. Each setting below at 0 (or -1) is chosen so, once, before training; the start lines say what was
+# chosen and why, and passing the values back (--n_layer=... --max_iters=...) repeats the run exactly.
+time_budget = 300.0   # seconds for the whole run, start to sample, on this machine
+n_layer = 0           # transformer blocks
+n_head = 0            # attention heads per block
+n_embd = 0            # width of the residual stream
+block_size = 0        # context length in characters
+batch_size = 0        # sequences per step, in total over all processes
+max_iters = 0         # optimizer steps; the learning rate reaches zero at the last
 max_passes = 50       # train on at most this many passes over the training split
-max_iters = 0         # optimizer steps; the learning rate reaches zero at the last (0: from the two above)
 dropout = -1.0        # (-1: none up to 3 passes over the text, 0.1 at 6, 0.2 at 12, 0.3 from 24 on)
-eval_interval = 0     # steps between evaluations of the whole validation split, each one keeping the best model
-                      # so far (0: after every 10 validation splits' worth of training, a few % of the time)
+eval_interval = 0     # steps between evaluations, each one keeping the best model so far (0: after every 10
+                      # evaluations' worth of training characters, a few % of the time)
+eval_chars = 250_000  # an evaluation reads the whole validation split, or this many characters of it evenly spread
 stop_after = 0        # end this run after this many steps (0: never) and save; --resume=True goes on
 warmup_iters = 100    # steps of linear learning-rate warm-up
 lr = 3e-3             # AdamW's learning rate (the output head)
@@ -173,41 +173,131 @@ def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k 
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
 # ---------------------------------------------------------------------------------- the data
-def plan_training(n_train, vocab_size):  # the settings left to the text: max_iters, dropout, eval_interval
+def vocabulary(text):  # every distinct character, in order
+    counts = sum(torch.bincount(code_points(text, i), minlength=0x110000) for i in range(0, len(text), SLICE))
+    return ''.join(map(chr, counts.nonzero().flatten().tolist()))
+
+def encode(text, chars):  # the characters as integers (the lecture's [stoi[c] for c in text]), in the smallest type
+    index = torch.zeros(0x110000, dtype=torch.int32)  # code point -> its place in the vocabulary
+    index[[ord(c) for c in chars]] = torch.arange(len(chars), dtype=torch.int32)
+    small = torch.uint8 if len(chars) <= 256 else torch.int16 if len(chars) <= 2 ** 15 else torch.int32
+    data = torch.empty(len(text), dtype=small)  # 1 byte a character for up to 256 distinct ones, not 8
+    for i in range(0, len(text), SLICE):
+        data[i:i + SLICE] = index[code_points(text, i)]
+    return data
+
+SLICE = 2 ** 22  # characters encoded at once: no Python object per character, and little memory for a large text
+def code_points(text, i):  # of text[i:i + SLICE]
+    return torch.frombuffer(bytearray(text[i:i + SLICE].encode('utf-32-le')), dtype=torch.int32)
+
+def split_data(data):  # the first 90% to train on, the rest to validate
+    n_train = int(0.9 * len(data))
+    return data[:n_train].to(device), data[n_train:].to(device)
+
+def get_batch(data, gen):  # every process draws the same batch_size windows and keeps its own share
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)[RANK::WORLD]
+    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)].long()  # (B, T + 1)
+    return xy[:, :-1], xy[:, 1:]
+
+def eval_windows(data):  # the starts of the split's consecutive non-overlapping windows, or of eval_chars'
+    # worth of them evenly spread (a large text: every evaluation costs the same bounded time)
+    n = (len(data) - 1) // block_size
+    return torch.linspace(0, n - 1, max(1, min(n, eval_chars // block_size))).round().long() * block_size
+
+@torch.no_grad()
+def split_loss(model, data, amp):  # mean cross-entropy over the split's evaluation windows
+    starts = eval_windows(data)
+    model.eval()
+    total = 0.0
+    for i in range(0, len(starts), 64):
+        xy = data[(starts[i:i + 64, None] + torch.arange(block_size + 1)).to(device)].long()  # (64, T + 1)
+        with amp:
+            total += model(xy[:, :-1], xy[:, 1:]).item() * len(xy)
+    model.train()
+    return total / len(starts)
+
+# ---------------------------------------------------------------------------------- the plan: how large, how long
+SIZES = [  # (n_layer, n_head, n_embd, block_size, batch_size), smallest first
+    (3, 4, 128, 128, 24),  # a laptop's CPU without bfloat16
+    (4, 4, 192, 128, 24),  # two CPU cores with bfloat16
+    (6, 8, 256, 256, 32),  # a fast CPU, a Mac
+    (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
+MIN_STEPS = 1000  # a larger model learns more from each step, but with fewer steps than this a smaller one wins
+
+def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that trains MIN_STEPS steps in time, and why
+    names = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
+    given = {k: globals()[k] for k in names if globals()[k]}  # a size given is kept as given
+    if len(given) == len(names) and max_iters:
+        return given, None, 'as given'
+    steps = max_iters or MIN_STEPS
+    chosen, chosen_time, why = None, None, ''
+    for size in [{**dict(zip(names, size)), **given} for size in SIZES]:
+        if size == chosen or not possible(size, n_text):
+            continue
+        if chosen and chosen_time * work(size) / work(chosen) * steps > 3 * seconds:
+            break  # far too slow, by the arithmetic: not even worth timing
+        step_time = time_step(size, vocab_size, amp)
+        if chosen and step_time * steps > seconds:
+            why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
+            break
+        chosen, chosen_time = size, step_time
+    if not chosen:
+        fail(f'no model of the sizes gpt.py knows fits what was given: {given}')
+    return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
+
+def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
+    C, nh = size['n_embd'], size['n_head']
+    shared = size['batch_size'] % WORLD == 0
+    return C % nh == 0 and C // nh % 2 == 0 and shared and n_text >= 10 * (size['block_size'] + 1)
+
+def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and attention, for every character
+    T, C = size['block_size'], size['n_embd']
+    return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
+
+def time_step(size, vocab_size, amp):  # seconds a training step of this size takes here (a model made to be timed)
+    asked = dropout  # timed without dropout (plan_training allows for it), which is then chosen as asked
+    globals().update(size, dropout=0.0)
+    model = GPT(vocab_size).to(device)
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
+    run = Run('', make_optimizers(model), scaler, None)
+    x = torch.randint(vocab_size, (batch_size // WORLD, block_size), device=device)
+    times = []
+    for _ in range(4):  # the first one warms up
+        start = time.time()
+        with amp:
+            loss = model(x, x)
+        optimizer_step(model, run, loss)
+        loss.item()  # waits for the device
+        times.append(time.time() - start)
+    globals()['dropout'] = asked
+    return sum(times[1:]) / 3
+
+def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_interval, from the text and the time
     tokens = batch_size * block_size  # per step
-    # per character, the blocks' matrices cost 12 n_layer n_embd^2 multiply-adds and the output layer
-    # vocab_size n_embd (the step time follows this: measured 1.28x at 3,000 characters, 1.67x at 6,000)
-    blocks = 12 * n_layer * n_embd ** 2
-    affordable = budget_iters * (blocks + 65 * n_embd) // (blocks + vocab_size * n_embd)
-    steps = max_iters or min(affordable, math.ceil(max_passes * n_train / tokens))
+    evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the validation split is n_train / 9)
+    every = eval_interval or max(1, round(10 * evaluated / tokens))
+    steps = max_iters or math.ceil(max_passes * n_train / tokens)
+    if not max_iters:  # the steps that fit: an evaluation reads its windows forward only, about a third of a step
+        eval_time = evaluated / tokens * step_time / 3  # per batch; and the end evaluates twice (val and train)
+        affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
+        steps = min(steps, affordable)
     passes = steps * tokens / n_train
     # dropout from how often each character is seen: none up to 3 passes, 0.1 more each time the passes double
     drop = dropout if dropout >= 0 else round(min(0.3, 0.1 * math.log2(max(1, passes / 3))), 2)
     if drop and device == 'cpu' and not max_iters:  # there it makes a step a third dearer (measured)
-        steps = min(steps, affordable * 3 // 4)
-    every = eval_interval or max(1, round(10 * n_train / 9 / tokens))  # the validation split is n_train / 9
+        steps = max(1, min(steps, affordable * 3 // 4))
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
-def split_data(text, chars):  # the characters as integers: the first 90% to train on, the rest to validate
-    stoi = {c: i for i, c in enumerate(chars)}
-    data = torch.tensor([stoi[c] for c in text], device=device)
-    n_train = int(0.9 * len(data))
-    return data[:n_train], data[n_train:]
+def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and the text, chosen before training
+    def seconds_left():  # of the budget, less a few to sample
+        return time_budget - (time.time() - START) - 5
+    size, step_time, why = plan_model(vocab_size, n_text, amp, seconds_left())
+    globals().update(size)
+    return dict(size, **plan_training(int(0.9 * n_text), step_time, seconds_left())), why
 
-def get_batch(data, gen):  # every process draws the same batch_size windows and keeps its own share
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)[RANK::WORLD]
-    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)]  # (B, T + 1)
-    return xy[:, :-1], xy[:, 1:]
-
-@torch.no_grad()
-def split_loss(model, data, amp):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
-    n = (len(data) - 1) // block_size
-    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)  # (n, T)
-    model.eval()
-    with amp:
-        total = sum(model(x[i:i + 64], y[i:i + 64]).item() * len(x[i:i + 64]) for i in range(0, n, 64))
-    model.train()
-    return total / n
+def describe(size):
+    return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
+            f'windows, batch {size["batch_size"]}')
 
 # ---------------------------------------------------------------------------------- training
 @dataclasses.dataclass
@@ -303,7 +393,10 @@ def finish(model, run, train_data, val_data, amp):  # the final line reports the
         val_loss = best_val
     # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
     train_loss = split_loss(model, train_data[:len(val_data)], amp)
-    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
+    read = len(eval_windows(val_data)) * block_size
+    whole = read >= len(val_data) - block_size
+    part = '' if whole else f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
+    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{part}')
     save_checkpoint(model, run)
     print(f'saved {checkpoint}')
 
@@ -320,20 +413,20 @@ def main():
     explicit = apply_overrides(sys.argv[1:])
     start_processes()  # (and checks the device)
     ckpt = load_checkpoint(checkpoint, explicit) if resume or sample_only else None
-    text = None if sample_only else read_text(input_file, ckpt)
-    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
+    chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
     check_prompt(chars)
-    # what is left to the text is chosen from it before the model is built (dropout is part of it)
-    globals().update(plan_training(int(0.9 * len(text)), len(chars)) if text else dict(dropout=0.0))
+    globals()['dtype'], precision = pick_dtype()
+    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
+    # what is left to the time, the machine and the text is chosen before the model is built (dropout too)
+    settings, why = plan(len(chars), len(data), amp) if data is not None else (dict(dropout=0.0), '')
+    globals().update(everyone_follows(settings))
     torch.manual_seed(seed)
     model = GPT(len(chars)).to(device)
     if ckpt:
         load_weights(model, ckpt)
-    globals()['dtype'], why = pick_dtype()
-    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
-    announce(model, chars, why, text)
-    if text:
-        train_data, val_data = split_data(text, chars)
+    announce(model, chars, precision, why, data)
+    if data is not None:
+        train_data, val_data = split_data(data)
         run = start_run(model, chars, ckpt)
         train(model, run, train_data, val_data, amp)
         if MASTER and run.step == max_iters:  # only a run that has ended reports, and keeps, its best model
@@ -377,13 +470,13 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         if type(value) is not type(default):
             fail(f'--{name} must be of type {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
-    problems = [f'{k} must be positive' for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size',
-                                                  'budget_iters', 'max_passes', 'log_interval') if globals()[k] <= 0]
-    problems += [f'{k} must be positive, or 0 to choose it from the text' for k in ('max_iters', 'eval_interval')
-                 if globals()[k] < 0]
+    problems = [f'{k} must be positive' for k in ('time_budget', 'max_passes', 'eval_chars', 'log_interval')
+                if globals()[k] <= 0]
+    problems += [f'{k} must be positive, or 0 to choose it' for k in ('n_layer', 'n_head', 'n_embd', 'block_size',
+                 'batch_size', 'max_iters', 'eval_interval') if globals()[k] < 0]
     problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
                  'temperature', 'grad_clip', 'lr', 'embed_lr', 'muon_lr') if not 0 <= globals()[k] < 1e30]
-    if n_embd % n_head or (n_embd // n_head) % 2:
+    if n_embd and n_head and (n_embd % n_head or (n_embd // n_head) % 2):
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
     if not (0 <= dropout < 1 or dropout == -1) or dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         problems.append("dropout must be in [0, 1) (or -1) and dtype 'auto', 'float32', 'bfloat16' or 'float16'")
@@ -401,13 +494,14 @@ def check_device():
     if device.startswith('cuda'):  # float32 matmuls in TF32 on the GPUs that have it (Ampere on): ~8x faster
         torch.set_float32_matmul_precision('high')
 
-def announce(model, chars, why, text):  # the start lines: what runs where, and every setting as it stands
+def announce(model, chars, precision, why, data):  # the start lines: what runs where, and every setting
     if not MASTER:
         return
-    print(f'device {device}, dtype {dtype} ({why}), {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
+    print(f'device {device}, dtype {dtype} ({precision}), {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
           f'parameters, vocabulary {len(chars)}, {WORLD} process{"es" if WORLD > 1 else ""}')
-    if text:
-        n_train = int(0.9 * len(text))
+    if data is not None:
+        n_train = int(0.9 * len(data))
+        print(f'model {describe(globals())}: {why}')
         print(f'training {max_iters} steps: {max_iters * batch_size * block_size / n_train:.1f} passes over '
               f'{n_train:,} characters, dropout {dropout}, evaluating every {eval_interval} steps')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
@@ -442,7 +536,7 @@ def download_tiny_shakespeare(path):
     write_atomically(path, lambda f: f.write(data))
     print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
 
-def read_text(path, ckpt):  # the training text, checked against what training needs
+def read_data(path, ckpt):  # the text's vocabulary, and the text as integers, checked against what training needs
     if path == SETTINGS['input_file'] and not os.path.exists(path):
         download_tiny_shakespeare(path)
     try:
@@ -451,12 +545,15 @@ def read_text(path, ckpt):  # the training text, checked against what training n
         fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
     except UnicodeDecodeError as e:
         fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
-    unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
+    needed = 10 * ((block_size or SIZES[0][3]) + 1)  # both splits need at least one window and its next character
+    if len(text) < needed:
+        fail(f'{path} has {len(text)} characters, fewer than the {needed} needed')
+    chars = vocabulary(text)
+    unknown = ''.join(sorted(set(chars) - set(ckpt['vocab']))) if ckpt else ''
     if unknown:
         fail(f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
-    if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
-        fail(f'{path} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
-    return text
+    chars = ckpt['vocab'] if ckpt else chars
+    return chars, encode(text, chars)
 
 def check_prompt(chars):
     unknown = ''.join(sorted(set(prompt) - set(chars)))
@@ -478,6 +575,9 @@ def load_checkpoint(path, explicit):  # the model's shape comes from the checkpo
         if k in explicit and globals()[k] != ckpt['settings'][k]:
             fail(f'--{k}={globals()[k]} does not fit {path}, whose model has {k}={ckpt["settings"][k]}')
         globals()[k] = ckpt['settings'][k]
+    for k in ('batch_size', 'max_iters', 'dropout', 'eval_interval'):  # the run goes on as planned, unless told
+        if k not in explicit:
+            globals()[k] = ckpt['settings'][k]
     return ckpt
 
 def load_weights(model, ckpt):
@@ -567,7 +667,7 @@ def start_processes():
         dist.init_process_group('gloo')
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
     MASTER = RANK == 0
-    if batch_size % WORLD:
+    if batch_size % WORLD:  # (a batch size given; one chosen is chosen so)
         fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
 
 def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to stop), on the loss's device:
@@ -575,6 +675,13 @@ def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to
     if DDP:  # NCCL reduces only GPU tensors, gloo CPU ones
         dist.all_reduce(status)
     return status / WORLD
+
+def everyone_follows(settings):  # the first process's plan, so that every process trains the same model
+    if DDP:  # (numbers in a tensor: broadcast_object_list needs numpy, which torch does not install)
+        values = torch.tensor(list(settings.values()), dtype=torch.float64, device=device)
+        dist.broadcast(values, src=0)
+        settings = {k: type(v)(x) for (k, v), x in zip(settings.items(), values.tolist())}
+    return settings
 
 def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: the first one saves, and all end
     if MASTER:

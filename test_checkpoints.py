@@ -239,7 +239,7 @@ def test_input_file_without_read_permission(tmp_path):
 
 
 @pytest.mark.parametrize('script, args, fragment', [
-    ('gpt.py', ['--n_layer=0'], 'n_layer must be positive'),
+    ('gpt.py', ['--n_layer=-1'], 'n_layer must be positive, or 0 to choose it'),
     ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
     ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
