@@ -58,7 +58,7 @@ class Bigram(nn.Module):
 def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (the largest at 0: no inf/inf)
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))
@@ -80,7 +80,8 @@ def get_batch(data, gen):  # batch_size random windows and, one character on, wh
 def split_loss(model, data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
     n = (len(data) - 1) // block_size
     x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)  # (n, T)
-    return sum(model(x[i:i + 256], y[i:i + 256]).item() * len(x[i:i + 256]) for i in range(0, n, 256)) / n
+    rows = max(1, 2 ** 24 // (block_size * model.table.num_embeddings))  # logits of about 64 MB at a time
+    return sum(model(x[i:i + rows], y[i:i + rows]).item() * len(x[i:i + rows]) for i in range(0, n, rows)) / n
 
 # ---------------------------------------------------------------------------------- training
 @dataclasses.dataclass
@@ -266,6 +267,8 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     run = Run(chars, optimizer, torch.Generator().manual_seed(seed))
     if ckpt:
+        for saved, now in zip(ckpt['optimizer']['param_groups'], run.optimizer.param_groups):
+            saved.update({k: v for k, v in now.items() if k != 'params'})  # the settings given now (weight_decay...)
         run.optimizer.load_state_dict(ckpt['optimizer'])
         run.gen.set_state(ckpt['rng'])
         torch.set_rng_state(ckpt['torch_rng'])

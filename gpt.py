@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GPU = torch.cuda.is_available() and '--device=cpu' not in sys.argv  # (a GPU machine told --device=cpu: no GPU)
+GPU = torch.cuda.is_available() and not any(a.startswith('--device=cpu') for a in sys.argv)  # (told: no GPU)
 # ---------------------------------------------------------------------------------- settings
 input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
 input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -166,7 +166,7 @@ class GPT(nn.Module):
 def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (the largest at 0: no inf/inf)
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))
@@ -491,6 +491,10 @@ def check_device():
         torch.empty(1, device=device)
     except Exception as e:
         fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
+    if torch.device(device).type in ('cpu', 'mps'):  # 'cpu:0' is 'cpu', for every test of the device below
+        globals()['device'] = torch.device(device).type
+    if device.startswith('cuda:'):  # so that what is asked of "the GPU" (is_bf16_supported...) is asked of this one
+        torch.cuda.set_device(device)
     if device.startswith('cuda'):  # float32 matmuls in TF32 on the GPUs that have it (Ampere on): ~8x faster
         torch.set_float32_matmul_precision('high')
 
@@ -591,6 +595,8 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
     run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed))
     if ckpt:
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
+            for saved, now in zip(state['param_groups'], opt.param_groups):  # the settings of now (fused or not
+                saved.update({k: v for k, v in now.items() if k != 'params'})  # on this device...), not the saved
             opt.load_state_dict(state)
         if ckpt['scaler']:  # empty where it was written in another precision: float16 then starts a new scale
             run.scaler.load_state_dict(ckpt['scaler'])
@@ -623,9 +629,9 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
         return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
     m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)  # a GPU needs more
     try:
-        speedup = fastest(m) / fastest(m.bfloat16())
+        speedup = first_process_says(fastest(m) / fastest(m.bfloat16()))  # (under torchrun all take one precision)
     except (RuntimeError, TypeError):  # a Mac before macOS 14
-        return 'float32', f'no bfloat16 on this {where}'
+        fail('this Mac has no bfloat16, which torch.optim.Muon computes in: macOS 14 or later is needed')
     if speedup > 1:
         return 'bfloat16', f'native on this {where}: {speedup:.1f}x float32\'s matmul speed'
     return 'float32', f'bfloat16 is emulated on this {where}: {speedup:.2f}x float32\'s matmul speed'
@@ -639,7 +645,8 @@ def compiled(model, train_data, amp):  # torch.compile, tried first: it needs Tr
             loss = net(x, y)
         loss.backward()  # the forward and backward are compiled now, and the first timed step is a plain one
     except Exception as e:
-        print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
+        if MASTER:
+            print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
         return model
     finally:
         model.zero_grad(set_to_none=True)
@@ -677,11 +684,14 @@ def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to
     return status / WORLD
 
 def everyone_follows(settings):  # the first process's plan, so that every process trains the same model
-    if DDP:  # (numbers in a tensor: broadcast_object_list needs numpy, which torch does not install)
-        values = torch.tensor(list(settings.values()), dtype=torch.float64, device=device)
-        dist.broadcast(values, src=0)
-        settings = {k: type(v)(x) for (k, v), x in zip(settings.items(), values.tolist())}
-    return settings
+    return {k: first_process_says(v) for k, v in settings.items()}
+
+def first_process_says(number):  # under torchrun, the first process's number (a timing, a setting) in all
+    if DDP:  # (in a tensor: broadcast_object_list needs numpy, which torch does not install)
+        value = torch.tensor(float(number), dtype=torch.float64, device=device)
+        dist.broadcast(value, src=0)
+        number = type(number)(value.item())
+    return number
 
 def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: the first one saves, and all end
     if MASTER:

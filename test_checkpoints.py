@@ -151,6 +151,22 @@ def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_resume_takes_the_optimizer_settings_given_now(script, text_file, tmp_path):
+    # a saved optimizer brings its own settings (fused AdamW, written on a CPU, would run fused on a Mac): the
+    # settings of now must win; here an optimizer setting the checkpoint holds is changed in it by hand
+    path = tmp_path / 'model.pt'
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY[script], '--max_iters=20', f'--checkpoint={path}']
+    assert run(script, *common, '--stop_after=8').returncode == 0
+    def adamw(ckpt):  # the AdamW state in a checkpoint of either script
+        return ckpt['optimizer'] if script == 'bigram.py' else ckpt['optimizers'][-1]
+    ckpt = torch.load(path, weights_only=True)
+    adamw(ckpt)['param_groups'][-1]['eps'] = 0.5  # as if another version of the script, or another machine, chose it
+    torch.save(ckpt, path)
+    assert run(script, *common, '--resume=True').returncode == 0
+    assert adamw(torch.load(path, weights_only=True))['param_groups'][-1]['eps'] == 1e-8
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     other = workdir / 'other.txt'
     other.write_text(text_file.read_text(encoding='utf-8') + 'Zé\n', encoding='utf-8')

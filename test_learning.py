@@ -133,6 +133,12 @@ def test_temperature_zero_takes_the_likeliest(monkeypatch):
     assert torch.equal(gpt.pick_next(logits)[:, 0], logits.argmax(-1))
 
 
+def test_a_tiny_temperature_is_nearly_greedy_and_never_fails(monkeypatch):
+    monkeypatch.setattr(gpt, 'temperature', 1e-38)  # logits / 1e-38 overflow to inf, and softmax(inf) is nan
+    logits = torch.randn(100, VOCAB)
+    assert torch.equal(gpt.pick_next(logits)[:, 0], logits.argmax(-1))
+
+
 def test_top_k_picks_only_among_the_k_likeliest(monkeypatch):
     monkeypatch.setattr(gpt, 'top_k', 3)
     logits = torch.tensor([1.0, 0.5, 2.0, 0.0, 1.5, 0.8])  # the likeliest three: 2, 4 and 0

@@ -219,12 +219,12 @@ def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, mon
 
 
 def test_a_gpu_machine_told_to_use_the_cpu_trains_the_cpus_model(text_file, tmp_path):
-    # as if CUDA were here: --device=cpu must leave torch.compile off, as on any CPU (the size follows the speed)
+    # as if CUDA were here: --device=cpu (or cpu:0, the same) must leave torch.compile off, as on any CPU
     fake_gpu = ('import runpy, sys, torch; torch.cuda.is_available = lambda: True; sys.argv = sys.argv[1:]; '
                 'runpy.run_path(sys.argv[0], run_name="__main__")')
     args = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', *TINY['gpt.py'],
             '--max_iters=1']
-    out = subprocess.run([sys.executable, '-c', fake_gpu, str(ROOT / 'gpt.py'), '--device=cpu', *args],
+    out = subprocess.run([sys.executable, '-c', fake_gpu, str(ROOT / 'gpt.py'), '--device=cpu:0', *args],
                          capture_output=True, text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith('device cpu,') and " device='cpu' " in out.stdout and ' compile=False ' in out.stdout
