@@ -201,3 +201,21 @@ def test_qk_norm_undoes_any_scale_of_the_queries_and_keys():
             block.attn.qkv.weight[:2 * gpt.n_embd] *= 10  # the rows that make the queries and the keys
         after = model(idx)
     assert torch.allclose(before, after, atol=1e-3), (before - after).abs().max()  # 7e-5 measured (layer_norm's eps)
+
+
+def test_muon_orthogonalises_in_float32_where_bfloat16_is_not_native(monkeypatch):
+    # torch.optim.Muon computes in bfloat16, emulated ~15x slower on most laptops' CPUs: gpt.py swaps in the same
+    # iteration in float32. It must agree with torch's to bfloat16's precision, and Muon's step must use it.
+    muon = torch.optim._muon
+    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', muon._zeropower_via_newtonschulz)  # (put back after)
+    grad, coefficients = torch.randn(48, 96), (3.4445, -4.7750, 2.0315)
+    in_bfloat16 = muon._zeropower_via_newtonschulz(grad, coefficients, 3, 1e-7)
+    gpt.muon_in_float32()
+    in_float32 = muon._zeropower_via_newtonschulz(grad, coefficients, 3, 1e-7)
+    assert in_float32.dtype == torch.float32 and in_bfloat16.dtype == torch.bfloat16
+    assert torch.allclose(in_float32, in_bfloat16.float(), atol=0.02)
+    assert torch.allclose(gpt.newton_schulz_float32(grad.T, coefficients, 3, 1e-7), in_float32.T)  # tall as wide
+    weight = torch.nn.Parameter(torch.zeros(48, 96))
+    weight.grad = grad
+    torch.optim.Muon([weight], lr=1.0, momentum=0.0, nesterov=False, weight_decay=0, ns_steps=3).step()
+    assert torch.allclose(weight.detach(), -in_float32, atol=1e-6)  # (lr 1, and no scaling for a wide matrix)
