@@ -8,6 +8,10 @@
                                         bfloat16, natively and as on a CPU without bfloat16 (emulated, AVX2 only)
     python bench.py panel            5. gpt.py's defaults on texts of many sizes, kinds and alphabets, against the
                                         best smoothed character n-gram model (about 45 minutes on a 2-core CPU)
+    python bench.py budget           6. `python gpt.py` with its defaults on four machines (this CPU with 2 and 1
+                                        threads, natively and capped at AVX2): what it chooses, wall time, val loss
+    python bench.py large            7. a text of 100 million characters: reading and encoding speed, peak memory,
+                                        and the default run on it
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
 import collections, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, time, warnings
@@ -22,6 +26,9 @@ sys.argv, args = sys.argv[:1], sys.argv[1:]  # gpt.py reads its own settings fro
 sys.path.insert(0, str(HERE))
 import gpt  # noqa: E402
 gpt.dropout = 0.0  # the models built here only time steps and sampling (gpt.py leaves it to the text)
+SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
+for name, value in zip(SIZE_NAMES, gpt.SIZES[1]):  # the models built here: 4 x 192, what two cores with bf16 train
+    setattr(gpt, name, value)
 
 device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), 'cpu')
 parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling', 'precision']
@@ -202,6 +209,8 @@ def part_precision_here(reps=3):
             torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
     step = {}
     for dtype in ('float32', 'bfloat16'):
+        if dtype == 'float32' and chosen == 'float32':
+            gpt.muon_in_float32()  # as gpt.py does where bfloat16 is not native
         def train_step():
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype != 'float32'):
                 loss = model(x, x)
@@ -317,18 +326,97 @@ def part_panel():
             continue
         path = folder / f'text{i}.txt'
         path.write_text(text, encoding='utf-8')
-        ngram = ngram_val_losses(text, gpt.block_size)
-        order = min(range(len(ngram)), key=ngram.__getitem__)
         t = time.time()
         out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--input_file={path}', f'--device={device}',
                               f'--checkpoint={folder / "gpt.pt"}'], capture_output=True, text=True)
         wall = time.time() - t
+        chosen = re.search(r' block_size=(\d+) ', out.stdout)  # the n-gram is scored in the same windows
+        ngram = ngram_val_losses(text, int(chosen[1]) if chosen else gpt.block_size)
+        order = min(range(len(ngram)), key=ngram.__getitem__)
         final = re.search(r'^final: train loss ([\d.]+), val loss ([\d.]+)$', out.stdout, re.M)
         result = final[2] if final else 'failed: ' + (out.stderr.strip().splitlines() or ['?'])[-1]
         print(f'| {name}{" (" + note + ")" if note else ""} | {len(text):,} | {len(set(text)):,} | '
               f'{ngram[order]:.4f} ({order + 1}) | {result} | {wall:.0f} s |', flush=True)
 
 
+def run_gpt(args, env=None):  # python gpt.py as a user runs it: (wall seconds, what it chose, its final line)
+    t = time.time()
+    out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--device={device}', *args], capture_output=True,
+                         text=True, env={**os.environ, **(env or {})})
+    wall = time.time() - t
+    model, steps = re.search(r'^model (.*)$', out.stdout, re.M), re.search(r'^training (\d+) steps', out.stdout, re.M)
+    final = re.search(r'^final: .*$', out.stdout, re.M)
+    chosen = f'{model[1]}; {int(steps[1]):,} steps' if model and steps else '?'
+    return wall, chosen, final[0] if final else 'failed: ' + (out.stderr.strip().splitlines() or ['?'])[-1]
+
+
+def part_budget():
+    print('6. python gpt.py with its defaults (a 300 s budget) on Tiny Shakespeare, on four machines (the best n-gram'
+          ' model: val 1.7008)')
+    print('| machine | what gpt.py chose | wall time | final line |')
+    print('|---|---|---|---|')
+    for name, env in (('this CPU, 2 threads', {'OMP_NUM_THREADS': '2'}),
+                      ('this CPU, 1 thread', {'OMP_NUM_THREADS': '1'}),
+                      ('capped at AVX2 (no bf16), 2 threads', {**AVX2, 'OMP_NUM_THREADS': '2'}),
+                      ('capped at AVX2 (no bf16), 1 thread', {**AVX2, 'OMP_NUM_THREADS': '1'})):
+        wall, chosen, final = run_gpt([f'--checkpoint={HERE / "bench_gpt.pt"}'], env)
+        print(f'| {name} | {chosen} | {wall:.0f} s | {final} |', flush=True)
+    Path(HERE / 'bench_gpt.pt').unlink(missing_ok=True)
+
+
+def large_text(n):  # n characters of the Python sources on this machine, in a fixed order
+    folders = [sysconfig.get_paths()['stdlib'], sysconfig.get_paths()['purelib']]
+    files = sorted(f for folder in folders for f in glob.glob(os.path.join(folder, '**', '*.py'), recursive=True))
+    pieces, size = [], 0
+    for f in files:
+        pieces.append(Path(f).read_text(encoding='utf-8', errors='replace'))
+        size += len(pieces[-1])
+        if size >= n:
+            break
+    return ''.join(pieces)[:n]
+
+
+PEAK = ('import atexit, resource, runpy, sys; sys.argv = sys.argv[1:]; atexit.register(lambda: print("peak memory",'
+        ' resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "kB", file=sys.stderr)); '
+        'runpy.run_path(sys.argv[0], run_name="__main__")')  # gpt.py, reporting its peak memory as it ends
+
+
+def peak_run(args):  # (wall seconds, peak memory in MB, stdout) of gpt.py run with these arguments
+    t = time.time()
+    out = subprocess.run([sys.executable, '-c', PEAK, str(HERE / 'gpt.py'), f'--device={device}', *args],
+                         capture_output=True, text=True)
+    peak = re.search(r'^peak memory (\d+) kB$', out.stderr, re.M)
+    return time.time() - t, int(peak[1]) / 1000 if peak else float('nan'), out.stdout + out.stderr[-300:]
+
+
+def part_large(n=100_000_000):
+    print(f'7. a large text: {n:,} characters of the Python sources on this machine')
+    folder = HERE / 'bench_texts'
+    folder.mkdir(exist_ok=True)
+    path = folder / 'large.txt'
+    if not path.is_file() or path.stat().st_size < n:
+        path.write_text(large_text(n), encoding='utf-8')
+    t = time.time()
+    chars, data = gpt.read_data(str(path), None)
+    took = time.time() - t
+    print(f'   reading and encoding in gpt.py: {took:.1f} s, {len(data) / took / 1e6:.0f} million characters a '
+          f'second; vocabulary {len(chars):,}, kept as {data.dtype} ({data.element_size()} byte a character)')
+    del data
+    wall, peak, out = peak_run([f'--input_file={path}', f'--checkpoint={folder / "gpt.pt"}'])
+    final = re.search(r'^final: .*$', out, re.M)
+    print(f'   python gpt.py --input_file=large.txt: {wall:.0f} s, peak memory {peak:,.0f} MB; '
+          f'{final[0] if final else "failed: " + out[-300:]}')
+    size = ' '.join(f'--{k}={v}' for k, v in re.findall(r' (n_layer|n_head|n_embd|block_size|batch_size)=(\d+)', out))
+    small = folder / 'small.txt'
+    small.write_text((HERE / 'input.txt').read_text(encoding='utf-8')[:1_000_000], encoding='utf-8')
+    _, base, _ = peak_run([f'--input_file={small}', f'--checkpoint={folder / "gpt.pt"}', *size.split(),
+                           '--max_iters=20', '--num_chars=10'])
+    file_mb = path.stat().st_size / 1e6
+    print(f'   the same model on 1,000,000 characters: peak {base:,.0f} MB; the large text adds {peak - base:,.0f} MB'
+          f' = {(peak - base) / file_mb:.1f}x the file ({file_mb:,.0f} MB)')
+    (folder / 'gpt.pt').unlink(missing_ok=True)
+
+
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
-     'precision_here': part_precision_here, 'panel': part_panel}[part]()
+     'precision_here': part_precision_here, 'panel': part_panel, 'budget': part_budget, 'large': part_large}[part]()
