@@ -37,7 +37,7 @@ block_size = 0        # context length in characters
 batch_size = 0        # sequences per step, in total over all processes
 max_iters = 0         # optimizer steps; the learning rate reaches zero at the last
 max_passes = 50       # train on at most this many passes over the training split
-dropout = -1.0        # (-1: none up to 3 passes over the text, 0.1 at 6, 0.2 at 12, 0.3 from 24 on)
+dropout = -1.0        # (-1: none below 6 passes over the text, 0.1 from 6, 0.2 from 12, 0.3 from 24 on)
 eval_interval = 0     # steps between evaluations, each one keeping the best model so far (0: after every 10
                       # evaluations' worth of training characters, a few % of the time)
 eval_chars = 250_000  # an evaluation reads the whole validation split, or this many characters of it evenly spread
@@ -282,8 +282,9 @@ def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_i
         affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
         steps = min(steps, affordable)
     passes = steps * tokens / n_train
-    # dropout from how often each character is seen: none up to 3 passes, 0.1 more each time the passes double
-    drop = dropout if dropout >= 0 else round(min(0.3, 0.1 * math.log2(max(1, passes / 3))), 2)
+    # dropout from how often each character is seen: 0.1 more each time the passes double from 6 (in steps of 0.1:
+    # on a CPU a little dropout costs as much time as a lot, see below, and it must pay for that)
+    drop = dropout if dropout >= 0 else round(0.1 * min(3, int(math.log2(max(1, passes / 3)))), 1)
     if drop and device == 'cpu' and not max_iters:  # there it makes a step a third dearer (measured)
         steps = max(1, min(steps, affordable * 3 // 4))
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
