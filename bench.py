@@ -12,9 +12,10 @@
                                         threads, natively and capped at AVX2): what it chooses, wall time, val loss
     python bench.py large            7. a text of 100 million characters: reading and encoding speed, peak memory,
                                         and the default run on it
+    python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import collections, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, time, warnings
+import collections, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, tempfile, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -34,9 +35,15 @@ device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), '
 parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling', 'precision']
 LECTURE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256)  # the lecture's gpt.py, with batch 64
 BATCH, VOCAB = 64, 65
+STEPS, PEAK_N, CHARS, REPS = 3, 2048, 2000, 3  # steps timed, matmul size for the peak, characters sampled, repeats
+GPT_ARGS, TRAIN_ARGS = [], []  # settings for every `python gpt.py` run here, and for part 1's only (none: defaults)
+OUT = HERE  # where those runs write their checkpoints and texts
+LARGE = 100_000_000  # characters of part 7's text
+# (the parts read these when they run, so that --smoke, at the bottom, can shrink them all)
 
 
-def peak_gflops(dtype, n=2048, reps=10):  # what a large square matmul reaches here: the ceiling for a model
+def peak_gflops(dtype, reps=10):  # what a large square matmul reaches here: the ceiling for a model
+    n = PEAK_N
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     t = time.time()
@@ -103,14 +110,16 @@ def part_train():
     print('1. python gpt.py with its defaults (whole process: start-up, training, evaluation, sample)')
     t = time.time()
     out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--device={device}',
-                          f'--checkpoint={HERE / "bench_gpt.pt"}'], capture_output=True, text=True)
+                          f'--checkpoint={OUT / "bench_gpt.pt"}', *GPT_ARGS, *TRAIN_ARGS],
+                         capture_output=True, text=True)
     wall = time.time() - t
     final = re.search(r'^final: .*$', out.stdout, re.M)
     print(f'   wall time {wall:.0f} s, {final[0] if final else "no final line: " + out.stderr[-500:]}')
-    Path(HERE / 'bench_gpt.pt').unlink(missing_ok=True)
+    Path(OUT / 'bench_gpt.pt').unlink(missing_ok=True)
 
 
-def part_throughput(steps=3):
+def part_throughput():
+    steps = STEPS
     print(f'2. training throughput at the lecture\'s size ({LECTURE}, batch {BATCH}), {steps} steps each')
     x = torch.randint(VOCAB, (BATCH, LECTURE['block_size']), device=device)
     fp32, bf16 = peak_gflops(torch.float32), peak_gflops(torch.bfloat16)
@@ -156,25 +165,26 @@ def part_throughput(steps=3):
           f'({achieved / fp32:.0%} of float32\'s)')
 
 
-def part_sampling(n=2000):
+def part_sampling():
+    n = CHARS
     print(f'3. generating {n} characters from a lecture-size model (random weights: the cost is the same)')
     for k, v in LECTURE.items():
         setattr(gpt, k, v)
     torch.manual_seed(0)
     model = gpt.GPT(VOCAB).to(device).eval()
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
-    # each way in its fastest precision: the cache as gpt.py samples (float16 on a CPU), the recomputation in
+    # each way in its fastest precision: the cache as gpt.py samples (float32 on a CPU), the recomputation in
     # bfloat16 (float16's big matrix products are ~7x slower than bfloat16's on this CPU)
-    half = torch.float16 if device == 'cpu' else torch.bfloat16
+    cache_dtype = torch.float32 if device == 'cpu' else torch.bfloat16
     times = {True: [], False: []}
-    for rep in range(3):  # alternately, three times each: this machine's speed drifts by 10-20% over a minute
-        for use_cache, dtype in ((True, half), (False, torch.bfloat16)):
+    for rep in range(REPS):  # alternately, REPS times each: this machine's speed drifts by 10-20% over a minute
+        for use_cache, dtype in ((True, cache_dtype), (False, torch.bfloat16)):
             t = time.time()
             model.to(dtype).generate(prompt, n, use_cache=use_cache)
             times[use_cache].append(time.time() - t)
             print(f'   {"with" if use_cache else "without"} the KV cache, {str(dtype)[6:]} weights: '
                   f'{times[use_cache][-1]:.1f} s, {n / times[use_cache][-1]:,.0f} characters/s')
-    cached, uncached = sorted(times[True])[1], sorted(times[False])[1]
+    cached, uncached = sorted(times[True])[REPS // 2], sorted(times[False])[REPS // 2]
     print(f'   medians: {cached:.1f} s with the cache, {uncached:.1f} s without: the cache is '
           f'{uncached / cached:.1f}x faster')
 
@@ -183,9 +193,10 @@ AVX2 = {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ATEN_CPU_CAPABILITY': 'avx2'}  # a CPU wi
 
 def part_precision():
     print('4. gpt.py\'s CPU model (its default size), one training step and one sampled character, by precision')
+    flags = [a for a in args if a.startswith('--')]  # --device, --smoke
     for name, env in (('this CPU', {}), ('this CPU capped at AVX2, like a CPU without bfloat16', AVX2)):
         print(f'   {name}:', flush=True)  # a fresh process: the caps must be set before torch starts
-        subprocess.run([sys.executable, str(HERE / 'bench.py'), 'precision_here'], env={**os.environ, **env})
+        subprocess.run([sys.executable, str(HERE / 'bench.py'), 'precision_here', *flags], env={**os.environ, **env})
 
 
 def median_ms(fn, reps):
@@ -198,7 +209,8 @@ def median_ms(fn, reps):
     return sorted(times)[reps // 2] * 1000
 
 
-def part_precision_here(reps=3):
+def part_precision_here():
+    reps = REPS
     chosen, why = gpt.pick_dtype()
     print(f'   gpt.py picks {chosen} ({why})')
     torch.manual_seed(0)
@@ -223,10 +235,10 @@ def part_precision_here(reps=3):
         print(f'   training step ({gpt.batch_size} x {gpt.block_size}), {dtype:>8}: {step[dtype]:7.0f} ms')
     print(f'   the pick is {step[chosen] / min(step.values()):.2f}x the faster of the two')
     model.eval()
-    sampled = 'float16' if chosen != 'float32' else 'float32'  # as gpt.py casts its weights to sample on a CPU
+    sampled = 'float32'  # as gpt.py samples on a CPU
     for dtype in ('float32', 'float16', 'bfloat16'):
         model.to(getattr(torch, dtype))
-        ms = median_ms(lambda: model.generate(x[:1, :1], 20), 3) / 20
+        ms = median_ms(lambda: model.generate(x[:1, :1], 20), reps) / 20
         print(f'   sampling, {dtype:>8} weights: {ms:5.2f} ms per character{"  <- gpt.py samples so" * (dtype == sampled)}')
 
 
@@ -318,7 +330,7 @@ def part_panel():
     print('5. gpt.py with its defaults against the best n-gram model (orders 1 to 7) on the same split and windows')
     print('| text | characters | vocabulary | best n-gram val (order) | gpt.py val | gpt.py wall time |')
     print('|---|---|---|---|---|---|')
-    folder = HERE / 'bench_texts'
+    folder = OUT / 'bench_texts'
     folder.mkdir(exist_ok=True)
     for i, (name, text, note) in enumerate(panel_texts()):
         if len(text) < 50_000:
@@ -328,7 +340,7 @@ def part_panel():
         path.write_text(text, encoding='utf-8')
         t = time.time()
         out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--input_file={path}', f'--device={device}',
-                              f'--checkpoint={folder / "gpt.pt"}'], capture_output=True, text=True)
+                              f'--checkpoint={folder / "gpt.pt"}', *GPT_ARGS], capture_output=True, text=True)
         wall = time.time() - t
         chosen = re.search(r' block_size=(\d+) ', out.stdout)  # the n-gram is scored in the same windows
         ngram = ngram_val_losses(text, int(chosen[1]) if chosen else gpt.block_size)
@@ -359,9 +371,9 @@ def part_budget():
                       ('this CPU, 1 thread', {'OMP_NUM_THREADS': '1'}),
                       ('capped at AVX2 (no bf16), 2 threads', {**AVX2, 'OMP_NUM_THREADS': '2'}),
                       ('capped at AVX2 (no bf16), 1 thread', {**AVX2, 'OMP_NUM_THREADS': '1'})):
-        wall, chosen, final = run_gpt([f'--checkpoint={HERE / "bench_gpt.pt"}'], env)
+        wall, chosen, final = run_gpt([f'--checkpoint={OUT / "bench_gpt.pt"}', *GPT_ARGS, *TRAIN_ARGS], env)
         print(f'| {name} | {chosen} | {wall:.0f} s | {final} |', flush=True)
-    Path(HERE / 'bench_gpt.pt').unlink(missing_ok=True)
+    Path(OUT / 'bench_gpt.pt').unlink(missing_ok=True)
 
 
 def large_text(n):  # n characters of the Python sources on this machine, in a fixed order
@@ -389,9 +401,10 @@ def peak_run(args):  # (wall seconds, peak memory in MB, stdout) of gpt.py run w
     return time.time() - t, int(peak[1]) / 1000 if peak else float('nan'), out.stdout + out.stderr[-300:]
 
 
-def part_large(n=100_000_000):
+def part_large():
+    n = LARGE
     print(f'7. a large text: {n:,} characters of the Python sources on this machine')
-    folder = HERE / 'bench_texts'
+    folder = OUT / 'bench_texts'
     folder.mkdir(exist_ok=True)
     path = folder / 'large.txt'
     if not path.is_file() or path.stat().st_size < n:
@@ -402,20 +415,31 @@ def part_large(n=100_000_000):
     print(f'   reading and encoding in gpt.py: {took:.1f} s, {len(data) / took / 1e6:.0f} million characters a '
           f'second; vocabulary {len(chars):,}, kept as {data.dtype} ({data.element_size()} byte a character)')
     del data
-    wall, peak, out = peak_run([f'--input_file={path}', f'--checkpoint={folder / "gpt.pt"}'])
+    wall, peak, out = peak_run([f'--input_file={path}', f'--checkpoint={folder / "gpt.pt"}', *GPT_ARGS])
     final = re.search(r'^final: .*$', out, re.M)
     print(f'   python gpt.py --input_file=large.txt: {wall:.0f} s, peak memory {peak:,.0f} MB; '
           f'{final[0] if final else "failed: " + out[-300:]}')
     size = ' '.join(f'--{k}={v}' for k, v in re.findall(r' (n_layer|n_head|n_embd|block_size|batch_size)=(\d+)', out))
-    small = folder / 'small.txt'
-    small.write_text((HERE / 'input.txt').read_text(encoding='utf-8')[:1_000_000], encoding='utf-8')
-    _, base, _ = peak_run([f'--input_file={small}', f'--checkpoint={folder / "gpt.pt"}', *size.split(),
+    small = folder / 'small.txt'  # its first hundredth
+    small.write_text(path.read_text(encoding='utf-8')[:n // 100], encoding='utf-8')
+    _, base, _ = peak_run([f'--input_file={small}', f'--checkpoint={folder / "gpt.pt"}', *GPT_ARGS, *size.split(),
                            '--max_iters=20', '--num_chars=10'])
     file_mb = path.stat().st_size / 1e6
-    print(f'   the same model on 1,000,000 characters: peak {base:,.0f} MB; the large text adds {peak - base:,.0f} MB'
-          f' = {(peak - base) / file_mb:.1f}x the file ({file_mb:,.0f} MB)')
+    print(f'   the same model on its first {n // 100:,} characters: peak {base:,.0f} MB; the large text adds '
+          f'{peak - base:,.0f} MB = {(peak - base) / file_mb:.1f}x the file ({file_mb:,.0f} MB)')
     (folder / 'gpt.pt').unlink(missing_ok=True)
 
+if '--smoke' in args:  # every part at toy sizes, a few seconds each: a check that it runs and prints (the tests')
+    LECTURE, BATCH, STEPS, PEAK_N, CHARS, REPS = dict(n_layer=1, n_head=2, n_embd=32, block_size=16), 4, 1, 64, 40, 1
+    tiny = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4)
+    vars(gpt).update(tiny)  # gpt.py's CPU model, as part 4 times it
+    GPT_ARGS = [f'--{k}={v}' for k, v in tiny.items()] + ['--max_iters=4', '--eval_interval=2', '--num_chars=20']
+    smoke_dir = tempfile.TemporaryDirectory(prefix='bench_smoke_')  # not beside the real runs' files; removed at exit
+    OUT = Path(smoke_dir.name)
+    (OUT / 'small.txt').write_text(synthetic_text(20_000)[0], encoding='utf-8')
+    TRAIN_ARGS = [f'--input_file={OUT / "small.txt"}']  # instead of Tiny Shakespeare, which may not be here
+    panel_texts = lambda: [('synthetic, 50,000 characters', synthetic_text(50_000)[0], '')]  # not eight large texts
+    LARGE = 200_000
 
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,

@@ -122,6 +122,37 @@ def test_kv_cache_gives_the_same_logits(monkeypatch):
     assert torch.equal(model.generate(idx[:, :5], 40, use_cache=True), model.generate(idx[:, :5], 40, use_cache=False))
 
 
+def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
+    # well past block_size, every prediction must be the model's output on a fresh window of at most block_size
+    # characters (as in training), cached or not; a cache that slides its window along would differ from layer 2 on
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, temperature=0).items():
+        monkeypatch.setattr(gpt, name, value)
+    torch.manual_seed(0)
+    model = gpt.GPT(vocab_size=20).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # large random weights: every prediction depends on its whole context
+            p.normal_(std=0.3)
+    prompt, n = torch.randint(20, (1, 5)), 100
+    seen = []  # the logits of every prediction, in the order made
+    monkeypatch.setattr(gpt, 'pick_next', lambda logits: seen.append(logits) or logits.argmax(-1, keepdim=True))
+    cached = model.generate(prompt, n, use_cache=True)
+    recomputed = model.generate(prompt, n, use_cache=False)
+    assert torch.equal(cached, recomputed)
+    # the reference: a window that grows to block_size characters, then starts again from its last half
+    begin, reference = 0, []
+    with torch.no_grad():
+        for t in range(5, 5 + n):  # predicting cached[:, t]
+            if t - begin > gpt.block_size:
+                begin = t - gpt.block_size // 2
+            reference.append(model(cached[:, begin:t])[:, -1])
+    assert begin > 4 * gpt.block_size  # it did go well past the window
+    for i, (with_cache, without, expected) in enumerate(zip(seen[:n], seen[n:], reference)):
+        assert torch.allclose(with_cache, expected, atol=1e-4), (i, (with_cache - expected).abs().max())
+        assert torch.allclose(without, expected, atol=1e-4), (i, (without - expected).abs().max())
+
+
 # ---------------------------------------------------------------------- fetching Tiny Shakespeare
 def serve(body):
     """A one-file HTTP server on 127.0.0.1; returns its URL and a function that stops it."""
@@ -274,3 +305,35 @@ def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
     assert int(plan[5]) == round(10 * n_train / 9 / (16 * 32))  # after 10 val splits' worth of training
     assert f'max_iters={steps} ' in out.stdout and f'dropout={plan[4]} ' in out.stdout  # passing them back repeats
     assert re.findall(r'^step (\d+)/', out.stdout, re.M)[-1] == str(steps)
+
+
+# ---------------------------------------------------------------------- bench.py
+BENCH_FIGURES = {  # what each part prints: each line's pattern and how many times (the values are not checked)
+    'train': {r'^   wall time \d+ s, final: train loss \d+\.\d+, val loss \d+\.\d+$': 1},
+    'throughput': {r'^   matmul peak here: \d+ GFLOP/s float32, \d+ GFLOP/s bfloat16$': 1,
+                   r'^   lecture-style model: [\d,]+ tokens/s$': 1,
+                   r'^   gpt.py: [\d,]+ tokens/s, [\d.]+x the lecture-style model; \d+ GFLOP/s of model arithmetic': 1},
+    'sampling': {r'^   with the KV cache, float32 weights: [\d.]+ s, [\d,]+ characters/s$': 1,
+                 r'^   without the KV cache, bfloat16 weights: [\d.]+ s, [\d,]+ characters/s$': 1,
+                 r'^   medians: [\d.]+ s with the cache, [\d.]+ s without: the cache is [\d.]+x faster$': 1},
+    'precision': {r'^   gpt.py picks (bfloat16|float32) \(.+\)$': 2,  # this CPU, and capped at AVX2
+                  r'^   training step \(\d+ x \d+\), +(float32|bfloat16): +\d+ ms$': 4,
+                  r'^   the pick is [\d.]+x the faster of the two$': 2,
+                  r'^   sampling, +(float32|float16|bfloat16) weights: +[\d.]+ ms per character': 6},
+    'panel': {r'^\| synthetic, 50,000 characters \| 50,000 \| 32 \| \d\.\d{4} \(\d\) \| \d\.\d{4} \| \d+ s \|$': 1},
+    'budget': {r'^\| [^|]+ \| \d+ x \d+ \(\d+ heads\) on \d+-character windows, batch \d+: .*; [\d,]+ steps \| \d+ s \| '
+               r'final: train loss \d+\.\d+, val loss \d+\.\d+ \|$': 4},
+    'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
+              r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
+              r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
+}
+
+
+@pytest.mark.parametrize('part', BENCH_FIGURES)
+def test_bench_runs_every_part_tiny(part):
+    # --smoke: toy sizes, a few seconds a part, so that a change to gpt.py cannot break the benchmark unseen
+    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), part, '--smoke'], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stdout + out.stderr
+    for pattern, times in BENCH_FIGURES[part].items():
+        assert len(re.findall(pattern, out.stdout, re.M)) == times, (pattern, out.stdout)
