@@ -140,7 +140,7 @@ class GPT(nn.Module):
                 nn.init.normal_(p, std=std)
 
     def forward(self, idx, targets=None, caches=None, start=0):  # idx (B, T) -> logits (B, T, vocab) or loss
-        hs = n_embd // n_head  # angles in float32 whatever the weights are: positions run into the thousands
+        hs = n_embd // n_head  # the angles in float32, then in the activations' precision
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs  # (T, hs/2)
         x = self.embed(idx)  # (B, T, C)
@@ -241,19 +241,25 @@ def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that train
     if len(given) == len(names) and max_iters:
         return given, None, 'as given'
     steps = max_iters or MIN_STEPS
+    candidates = [{**dict(zip(names, size)), **given} for size in SIZES]
+    for size in candidates:  # a batch that the processes can share (under torchrun)
+        size['batch_size'] = given.get('batch_size') or -(-size['batch_size'] // WORLD) * WORLD
     chosen, chosen_time, why = None, None, ''
-    for size in [{**dict(zip(names, size)), **given} for size in SIZES]:
+    for size in candidates:
         if size == chosen or not possible(size, n_text):
             continue
+        if chosen and not max_iters and max_passes * 0.9 * n_text < steps * size['batch_size'] * size['block_size']:
+            why = f'; the text is too small for {describe(size)}: fewer than {steps} steps in {max_passes} passes'
+            break  # a text seen too many times is memorised, the more so by a larger model
         if chosen and chosen_time * work(size) / work(chosen) * steps > 3 * seconds:
             break  # far too slow, by the arithmetic: not even worth timing
-        step_time = time_step(size, vocab_size, amp)
+        step_time = first_process_says(time_step(size, vocab_size, amp))  # (so that all processes choose alike)
         if chosen and step_time * steps > seconds:
             why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
             break
         chosen, chosen_time = size, step_time
     if not chosen:
-        fail(f'no model of the sizes gpt.py knows fits what was given: {given}')
+        fail(f'no model of the sizes gpt.py knows fits what was given ({given}), or the text, or {WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
 def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
@@ -273,15 +279,18 @@ def time_step(size, vocab_size, amp):  # seconds a training step of this size ta
     run = Run('', make_optimizers(model), scaler, None)
     x = torch.randint(vocab_size, (batch_size // WORLD, block_size), device=device)
     times = []
-    for _ in range(4):  # the first one warms up
-        start = time.time()
-        with amp:
-            loss = model(x, x)
-        optimizer_step(model, run, loss)
-        loss.item()  # waits for the device
-        times.append(time.time() - start)
-    globals()['dropout'] = asked
-    return sum(times[1:]) / 3
+    try:
+        while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
+            start = time.time()
+            with amp:
+                loss = model(x, x)
+            optimizer_step(model, run, loss)
+            loss.item()  # waits for the device
+            times.append(time.time() - start)
+    except torch.OutOfMemoryError:  # too large for this device: as if it took forever
+        times = [math.inf] * 4
+    globals()['dropout'] = asked  # (the size too is set again: plan sets the one chosen)
+    return sum(times[1:]) / (len(times) - 1)
 
 def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_interval, from the text and the time
     tokens = batch_size * block_size  # per step
@@ -289,20 +298,22 @@ def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_i
     every = eval_interval or max(1, round(10 * evaluated / tokens))
     steps = max_iters or math.ceil(max_passes * n_train / tokens)
     if not max_iters:  # the steps that fit: an evaluation reads its windows forward only, about a third of a step
-        eval_time = evaluated / tokens * step_time / 3  # per batch; and the end evaluates twice (val and train)
+        eval_time = evaluated / tokens * step_time / 3 * WORLD  # per batch, in the first process alone, while the
+        # others wait; and the end evaluates twice (val and train)
         affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
         steps = min(steps, affordable)
     passes = steps * tokens / n_train
-    # dropout from how often each character is seen: 0.1 more each time the passes double from 6 (in steps of 0.1:
-    # on a CPU a little dropout costs as much time as a lot, see below, and it must pay for that)
-    drop = dropout if dropout >= 0 else round(0.1 * min(3, int(math.log2(max(1, passes / 3)))), 1)
+    # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in steps
+    # of 0.1: on a CPU a little dropout costs as much time as a lot, see below, and it must pay for that)
+    doublings = int(math.log2(max(1, passes / 3)))
+    drop = dropout if dropout >= 0 else round(0.1 * min(3, doublings), 1)
     if drop and device == 'cpu' and not max_iters:  # there it makes a step a third dearer (measured)
         steps = max(1, min(steps, affordable * 3 // 4))
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
 def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and the text, chosen before training
-    def seconds_left():  # of the budget, less a few to sample
-        return time_budget - (time.time() - START) - 5
+    def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time (38 s
+        return 0.95 * time_budget - (time.time() - START) - 40 * compile  # measured on this CPU; a GPU's: never)
     size, step_time, why = plan_model(vocab_size, n_text, amp, seconds_left())
     globals().update(size)
     return dict(size, **plan_training(int(0.9 * n_text), step_time, seconds_left())), why
@@ -330,7 +341,8 @@ def make_optimizers(model):  # Muon takes only the blocks' weight matrices, Adam
                               betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
 
 def set_learning_rates(run):  # warm up, then decay linearly to zero at max_iters
-    factor = min((run.step + 1) / (warmup_iters + 1), (max_iters - run.step) / max(1, max_iters - warmup_iters))
+    warm = min(warmup_iters, max_iters // 2)  # (a short run still reaches its peak rate, and ends at zero)
+    factor = min((run.step + 1) / (warm + 1), (max_iters - run.step) / max(1, max_iters - warm))
     groups = [g for opt in run.optimizers for g in opt.param_groups]
     for group, peak in zip(groups, (muon_lr, embed_lr, lr)):  # the rates given now, also when resuming
         group['lr'] = peak * factor
@@ -403,7 +415,7 @@ def finish(model, run, train_data, val_data, amp):  # the final line reports the
         print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping that model')
         model.load_state_dict(best_weights)
         val_loss = best_val
-    # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
+    # the train loss over a stretch as long as the validation split (the whole would take 9x as long)
     train_loss = split_loss(model, train_data[:len(val_data)], amp)
     read = len(eval_windows(val_data)) * block_size
     whole = read >= len(val_data) - block_size
@@ -435,6 +447,8 @@ def main():
     # what is left to the time, the machine and the text is chosen before the model is built (dropout too)
     settings, why = plan(len(chars), len(data), amp) if data is not None else (dict(dropout=0.0), '')
     globals().update(everyone_follows(settings))
+    if batch_size % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
+        fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
     torch.manual_seed(seed)
     model = GPT(len(chars)).to(device)
     if ckpt:
@@ -463,7 +477,7 @@ def fail(message):  # bad input of any kind ends here: one line, exit status 2, 
     print(f'error: {message}', file=sys.stderr)
     leave(2)
 
-def leave(status):  # end this process; under torchrun at once, for the reasons end_processes gives
+def leave(status):  # end this process; under torchrun at once, for the reasons given at the end of the file
     if not DDP:
         sys.exit(status)
     sys.stdout.flush()
@@ -617,6 +631,8 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
             run.scaler.load_state_dict(ckpt['scaler'])
         run.gen.set_state(ckpt['rng'])
         run.step, run.best = ckpt['step'], ckpt['best']
+        if run.step > max_iters:
+            fail(f'{checkpoint} has trained {run.step} steps already, more than --max_iters={max_iters}')
     return run
 
 def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
@@ -644,16 +660,20 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
         return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
     m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)  # a GPU needs more
     try:
-        speedup = first_process_says(fastest(m) / fastest(m.bfloat16()))  # (under torchrun all take one precision)
+        speedup = fastest(m) / fastest(m.bfloat16())
     except (RuntimeError, TypeError):  # a Mac before macOS 14
+        speedup = 0.0
+    speedup = first_process_says(speedup)  # (under torchrun every process takes one precision)
+    if speedup == 0:
         return 'float32', f'no bfloat16 on this {where}'
     if speedup > 1:
         return 'bfloat16', f'native on this {where}: {speedup:.1f}x float32\'s matmul speed'
     return 'float32', f'bfloat16 is emulated on this {where}: {speedup:.2f}x float32\'s matmul speed'
 
-def muon_in_float32():  # where bfloat16 is not native: torch.optim.Muon orthogonalises its updates in bfloat16,
-    # which a CPU without it emulates ~15x slower than float32 (measured: 864 ms against 50 ms a step for the 4 x 192
-    # model, half of the whole step), and which a Mac without it cannot run at all. The same iteration in float32:
+def muon_in_float32():  # training in float32 or float16 (bfloat16 not native, or not asked for): torch.optim.Muon
+    # orthogonalises its updates in bfloat16, which a CPU without it emulates ~15x slower than float32 (measured:
+    # 864 ms against 50 ms a step for the 4 x 192 model, half of the whole step), and which a Mac without it cannot
+    # run at all. The same iteration in float32:
     torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_float32
 
 def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):  # as torch.optim.Muon's, in float32
@@ -703,8 +723,6 @@ def start_processes():
         dist.init_process_group('gloo')
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
     MASTER = RANK == 0
-    if batch_size % WORLD:  # (a batch size given; one chosen is chosen so)
-        fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
 
 def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to stop), on the loss's device:
     status = torch.stack((loss.detach().float(), torch.tensor(float(stop), device=loss.device)))
@@ -742,6 +760,8 @@ if __name__ == '__main__':
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
         leave(130)
+    except torch.OutOfMemoryError:  # (a GPU's or a Mac's memory; a CPU's runs into the system's limits instead)
+        fail(f'out of memory on {device}: try a smaller model or batch (--n_embd=, --batch_size=)')
     except RuntimeError as e:  # under torchrun, mostly another process gone: gloo then says "Connection closed"
         if not DDP:
             raise
