@@ -251,8 +251,10 @@ def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that train
         if chosen and not max_iters and max_passes * 0.9 * n_text < steps * size['batch_size'] * size['block_size']:
             why = f'; the text is too small for {describe(size)}: fewer than {steps} steps in {max_passes} passes'
             break  # a text seen too many times is memorised, the more so by a larger model
-        if chosen and chosen_time * work(size) / work(chosen) * steps > 3 * seconds:
-            break  # far too slow, by the arithmetic: not even worth timing
+        guess = chosen_time * work(size) / work(chosen) if chosen else 0  # its step time, by the arithmetic
+        if guess * steps > 3 * seconds:  # far too slow: not even worth timing
+            why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
+            break
         step_time = first_process_says(time_step(size, vocab_size, amp))  # (so that all processes choose alike)
         if chosen and step_time * steps > seconds:
             why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'

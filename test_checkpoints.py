@@ -177,6 +177,14 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
+def test_resume_refuses_fewer_steps_than_it_has_trained(workdir, text_file):
+    before = snapshot(workdir)  # the trained checkpoint has taken 60 steps
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', '--resume=True',
+              *TINY['gpt.py'], '--max_iters=40')
+    assert_clear_error(out, 'has trained 60 steps already, more than --max_iters=40')
+    assert snapshot(workdir) == before
+
+
 def test_resume_refuses_another_model_shape(workdir, text_file):
     before = snapshot(workdir)
     out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', '--resume=True',

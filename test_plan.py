@@ -1,0 +1,100 @@
+"""How gpt.py plans a run: the largest model that trains enough steps in the time given, as many steps as fit.
+The step times are made up here (a step takes its multiply-adds at a fixed rate), so that no test depends on how
+fast this machine is; the timing itself is measured by `python bench.py budget`, not tested."""
+import math, sys
+import pytest
+from test_smoke import ROOT
+
+sys.path.insert(0, str(ROOT))
+import gpt  # noqa: E402
+
+NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine that multiplies at `rate` multiply-adds a second, and the sizes it was asked to time."""
+    timed = []
+    def time_step(size, vocab_size, amp):
+        timed.append(tuple(size[k] for k in NAMES))
+        return gpt.work(size) / machine.rate
+    machine.rate, machine.timed = 1e10, timed
+    monkeypatch.setattr(gpt, 'time_step', time_step)
+    for name in NAMES + ('max_iters',):
+        monkeypatch.setattr(gpt, name, 0)
+    monkeypatch.setattr(gpt, 'dropout', -1.0)
+    return machine
+
+
+def seconds_for(size, steps):  # what `steps` steps of SIZES[size] take on the machine
+    return gpt.work(dict(zip(NAMES, gpt.SIZES[size]))) / 1e10 * steps
+
+
+def test_the_largest_size_that_trains_enough_steps_in_time(machine):
+    seconds = seconds_for(2, gpt.MIN_STEPS) * 1.1  # the third size fits, the fourth does not
+    size, step_time, why = gpt.plan_model(65, 10_000_000, None, seconds)
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[2]
+    assert step_time == pytest.approx(seconds_for(2, 1))
+    assert machine.timed == gpt.SIZES[:3]  # the fourth, 4x slower by its arithmetic, was not worth timing
+    assert 'would take about' in why
+
+
+def test_a_size_timed_too_slow_is_passed_over(machine):
+    seconds = seconds_for(1, gpt.MIN_STEPS) * 0.5  # the second size takes twice the time there is
+    size, _, why = gpt.plan_model(65, 10_000_000, None, seconds)
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[0]
+    assert machine.timed == gpt.SIZES[:2] and 'would take' in why and 'about' not in why
+
+
+def test_a_slow_machine_still_gets_the_smallest_size(machine):
+    size, _, _ = gpt.plan_model(65, 10_000_000, None, seconds_for(0, 300))  # not even MIN_STEPS of the smallest
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and machine.timed == gpt.SIZES[:1]
+
+
+def test_a_small_text_gets_a_smaller_model(machine):
+    # a text that gives the second size fewer than MIN_STEPS steps in max_passes passes, however fast the machine
+    n_train = gpt.MIN_STEPS * 24 * 128 / gpt.max_passes * 0.9
+    size, _, why = gpt.plan_model(65, int(n_train / 0.9), None, 1e9)
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and 'too small' in why
+
+
+def test_sizes_given_are_kept_and_the_batch_is_shared_among_processes(machine, monkeypatch):
+    monkeypatch.setattr(gpt, 'n_layer', 2)
+    monkeypatch.setattr(gpt, 'WORLD', 5)
+    size, _, _ = gpt.plan_model(65, 10_000_000, None, seconds_for(1, gpt.MIN_STEPS) * 1.1)
+    assert size['n_layer'] == 2 and size['batch_size'] % 5 == 0 and size['batch_size'] >= 24
+    monkeypatch.setattr(gpt, 'max_iters', 10)
+    for name, value in zip(NAMES, (2, 2, 32, 16, 10)):
+        monkeypatch.setattr(gpt, name, value)
+    machine.timed.clear()
+    size, step_time, why = gpt.plan_model(65, 10_000_000, None, 1.0)
+    assert size == dict(zip(NAMES, (2, 2, 32, 16, 10))) and step_time is None and why == 'as given'
+    assert machine.timed == []  # nothing left to time: passing the printed values back involves no clock
+
+
+def test_the_steps_fill_the_time_left_after_evaluations(machine, monkeypatch):
+    for name, value in zip(NAMES, gpt.SIZES[1]):
+        monkeypatch.setattr(gpt, name, value)
+    n_train, step_time, seconds = 5_000_000, 0.1, 300.0  # a large text: about 2 passes, no dropout
+    plan = gpt.plan_training(n_train, step_time, seconds)
+    tokens = 24 * 128
+    evaluated = min(n_train // 9, gpt.eval_chars)  # an evaluation reads at most eval_chars
+    every = round(10 * evaluated / tokens)
+    eval_time = evaluated / tokens * step_time / 3  # a forward pass over a batch: about a third of a step
+    spent = plan['max_iters'] * step_time + (plan['max_iters'] / every + 2) * eval_time
+    assert plan['eval_interval'] == every and plan['dropout'] == 0.0
+    assert seconds * 0.99 < spent <= seconds
+
+
+def test_dropout_follows_the_passes_and_costs_a_cpu_a_quarter_of_its_steps(machine, monkeypatch):
+    for name, value in zip(NAMES, gpt.SIZES[1]):
+        monkeypatch.setattr(gpt, name, value)
+    monkeypatch.setattr(gpt, 'device', 'cpu')
+    planned = gpt.plan_training(1_000_000, 0.1, 300.0)  # dropout left to the text (-1)
+    monkeypatch.setattr(gpt, 'dropout', 0.0)
+    without = gpt.plan_training(1_000_000, 0.1, 300.0)  # the steps that fit without dropout
+    passes = without['max_iters'] * 24 * 128 / 1_000_000
+    assert 6 <= passes < 12 and planned['dropout'] == 0.1  # 0.1 from 6 passes
+    assert planned['max_iters'] == without['max_iters'] * 3 // 4  # a CPU step with dropout is dearer
+    monkeypatch.setattr(gpt, 'dropout', -1.0)
+    assert gpt.plan_training(100_000, 0.1, 300.0)['dropout'] == 0.3  # 24 passes and more
