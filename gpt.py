@@ -197,10 +197,6 @@ def encode(text, chars):  # the characters as integers (the lecture's [stoi[c] f
         data[i:i + SLICE] = index[code_points(text, i)]
     return data
 
-SLICE = 2 ** 22  # characters encoded at once: no Python object per character, and little memory for a large text
-def code_points(text, i):  # of text[i:i + SLICE]
-    return torch.frombuffer(bytearray(text[i:i + SLICE].encode('utf-32-le')), dtype=torch.int32)
-
 def split_data(data):  # the first 90% to train on, the rest to validate
     n_train = int(0.9 * len(data))
     return data[:n_train].to(device), data[n_train:].to(device)
@@ -264,36 +260,6 @@ def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that train
         fail(f'no model of the sizes gpt.py knows fits what was given ({given}), or the text, or {WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
-def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
-    C, nh = size['n_embd'], size['n_head']
-    shared = size['batch_size'] % WORLD == 0
-    return C % nh == 0 and C // nh % 2 == 0 and shared and n_text >= 10 * (size['block_size'] + 1)
-
-def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and attention, for every character
-    T, C = size['block_size'], size['n_embd']
-    return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
-
-def time_step(size, vocab_size, amp):  # seconds a training step of this size takes here (a model made to be timed)
-    asked = dropout  # timed without dropout (plan_training allows for it), which is then chosen as asked
-    globals().update(size, dropout=0.0)
-    model = GPT(vocab_size).to(device)
-    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
-    run = Run('', make_optimizers(model), scaler, None)
-    x = torch.randint(vocab_size, (batch_size // WORLD, block_size), device=device)
-    times = []
-    try:
-        while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
-            start = time.time()
-            with amp:
-                loss = model(x, x)
-            optimizer_step(model, run, loss)
-            loss.item()  # waits for the device
-            times.append(time.time() - start)
-    except torch.OutOfMemoryError:  # too large for this device: as if it took forever
-        times = [math.inf] * 4
-    globals()['dropout'] = asked  # (the size too is set again: plan sets the one chosen)
-    return sum(times[1:]) / (len(times) - 1)
-
 def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_interval, from the text and the time
     tokens = batch_size * block_size  # per step
     evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the validation split is n_train / 9)
@@ -312,17 +278,6 @@ def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_i
     if drop and device == 'cpu' and not max_iters:  # there it makes a step a third dearer (measured)
         steps = max(1, min(steps, affordable * 3 // 4))
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
-
-def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and the text, chosen before training
-    def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time (38 s
-        return 0.95 * time_budget - (time.time() - START) - 40 * compile  # measured on this CPU; a GPU's: never)
-    size, step_time, why = plan_model(vocab_size, n_text, amp, seconds_left())
-    globals().update(size)
-    return dict(size, **plan_training(int(0.9 * n_text), step_time, seconds_left())), why
-
-def describe(size):
-    return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
-            f'windows, batch {size["batch_size"]}')
 
 # ---------------------------------------------------------------------------------- training
 @dataclasses.dataclass
@@ -546,6 +501,53 @@ def log_progress(step, last, loss, clock):  # one progress line; returns the clo
     print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
           f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
     return time.time(), step
+
+# ---------------------------------------------------------------------------------- the plan's plumbing
+def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and the text, chosen before training
+    def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time (38 s
+        return 0.95 * time_budget - (time.time() - START) - 40 * compile  # measured on this CPU; a GPU's: never)
+    size, step_time, why = plan_model(vocab_size, n_text, amp, seconds_left())
+    globals().update(size)
+    return dict(size, **plan_training(int(0.9 * n_text), step_time, seconds_left())), why
+
+def describe(size):
+    return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
+            f'windows, batch {size["batch_size"]}')
+
+def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
+    C, nh = size['n_embd'], size['n_head']
+    shared = size['batch_size'] % WORLD == 0
+    return C % nh == 0 and C // nh % 2 == 0 and shared and n_text >= 10 * (size['block_size'] + 1)
+
+def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and attention, for every character
+    T, C = size['block_size'], size['n_embd']
+    return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
+
+def time_step(size, vocab_size, amp):  # seconds a training step of this size takes here (a model made to be timed)
+    asked = dropout  # timed without dropout (plan_training allows for it), which is then chosen as asked
+    globals().update(size, dropout=0.0)
+    model = GPT(vocab_size).to(device)
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
+    run = Run('', make_optimizers(model), scaler, None)
+    x = torch.randint(vocab_size, (batch_size // WORLD, block_size), device=device)
+    times = []
+    try:
+        while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
+            start = time.time()
+            with amp:
+                loss = model(x, x)
+            optimizer_step(model, run, loss)
+            loss.item()  # waits for the device
+            times.append(time.time() - start)
+    except torch.OutOfMemoryError:  # too large for this device: as if it took forever
+        times = [math.inf] * 4
+    globals()['dropout'] = asked  # (the size too is set again: plan sets the one chosen)
+    return sum(times[1:]) / (len(times) - 1)
+
+SLICE = 2 ** 22  # characters encoded at once: no Python object per character, and little memory for a large text
+def code_points(text, i):  # of text[i:i + SLICE]
+    return torch.frombuffer(bytearray(text[i:i + SLICE].encode('utf-32-le')), dtype=torch.int32)
+
 
 # ---------------------------------------------------------------------------------- files
 def write_atomically(path, write):  # a crash while writing leaves the old file as it was

@@ -305,6 +305,12 @@ def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
     assert int(plan[5]) == round(10 * n_train / 9 / (16 * 32))  # after 10 val splits' worth of training
     assert f'max_iters={steps} ' in out.stdout and f'dropout={plan[4]} ' in out.stdout  # passing them back repeats
     assert re.findall(r'^step (\d+)/', out.stdout, re.M)[-1] == str(steps)
+    # the values it printed, passed back: the same run, loss for loss, with nothing timed
+    again = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
+                *[a for a in TINY['gpt.py'] if not a.startswith(('--max_iters', '--eval_interval'))],
+                f'--max_iters={plan[1]}', f'--dropout={plan[4]}', f'--eval_interval={plan[5]}')
+    assert again.returncode == 0 and 'as given' in again.stdout, again.stderr
+    assert step_losses(again.stdout) == step_losses(out.stdout) and final_losses(again.stdout) == final_losses(out.stdout)
 
 
 # ---------------------------------------------------------------------- bench.py
