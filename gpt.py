@@ -272,11 +272,9 @@ def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_i
         steps = min(steps, affordable)
     passes = steps * tokens / n_train
     # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in steps
-    # of 0.1: on a CPU a little dropout costs as much time as a lot, see below, and it must pay for that)
+    # of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
     doublings = int(math.log2(max(1, passes / 3)))
     drop = dropout if dropout >= 0 else round(0.1 * min(3, doublings), 1)
-    if drop and device == 'cpu' and not max_iters:  # there it makes a step a third dearer (measured)
-        steps = max(1, min(steps, affordable * 3 // 4))
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
 # ---------------------------------------------------------------------------------- training
@@ -508,7 +506,12 @@ def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and 
         return 0.95 * time_budget - (time.time() - START) - 40 * compile  # measured on this CPU; a GPU's: never)
     size, step_time, why = plan_model(vocab_size, n_text, amp, seconds_left())
     globals().update(size)
-    return dict(size, **plan_training(int(0.9 * n_text), step_time, seconds_left())), why
+    training = plan_training(int(0.9 * n_text), step_time, seconds_left())
+    if training['dropout'] and step_time:  # dropout makes a step dearer, a CPU's much dearer: timed again with it
+        step_time = first_process_says(time_step(size, vocab_size, amp, training['dropout']))
+        training = dict(plan_training(int(0.9 * n_text), step_time, seconds_left()), dropout=training['dropout'])
+        why += f'; {step_time * 1000:,.0f} ms with dropout'
+    return dict(size, **training), why
 
 def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
@@ -523,9 +526,9 @@ def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and at
     T, C = size['block_size'], size['n_embd']
     return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
 
-def time_step(size, vocab_size, amp):  # seconds a training step of this size takes here (a model made to be timed)
-    asked = dropout  # timed without dropout (plan_training allows for it), which is then chosen as asked
-    globals().update(size, dropout=0.0)
+def time_step(size, vocab_size, amp, drop=0.0):  # seconds a training step of this size takes here, with this dropout
+    asked = dropout  # (dropout is then chosen as asked)
+    globals().update(size, dropout=drop)
     model = GPT(vocab_size).to(device)
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
     run = Run('', make_optimizers(model), scaler, None)
