@@ -252,6 +252,7 @@ def test_compile_switches_itself_off_without_a_compiler(text_file, tmp_path, mon
 def test_a_gpu_machine_told_to_use_the_cpu_trains_the_cpus_model(text_file, tmp_path):
     # as if CUDA were here: --device=cpu (or cpu:0, the same) must leave torch.compile off, as on any CPU
     fake_gpu = ('import runpy, sys, torch; torch.cuda.is_available = lambda: True; sys.argv = sys.argv[1:]; '
+                'torch.cuda.is_current_stream_capturing = lambda: False; '  # (asked by the optimizers' step)
                 'runpy.run_path(sys.argv[0], run_name="__main__")')
     args = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', *TINY['gpt.py'],
             '--max_iters=1']
