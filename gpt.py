@@ -230,52 +230,9 @@ SIZES = [  # (n_layer, n_head, n_embd, block_size, batch_size), smallest first
     (6, 8, 256, 256, 32),  # a fast CPU, a Mac
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 MIN_STEPS = 1000  # a larger model learns more from each step, but with fewer steps than this a smaller one wins
+# plan (below the banner) times these sizes here and takes the largest that trains MIN_STEPS steps in time_budget,
+# as many steps as fit, and dropout from how often the text would be seen: see plan_model and plan_training
 
-def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that trains MIN_STEPS steps in time, and why
-    names = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
-    given = {k: globals()[k] for k in names if globals()[k]}  # a size given is kept as given
-    if len(given) == len(names) and max_iters:
-        return given, None, 'as given'
-    steps = max_iters or MIN_STEPS
-    candidates = [{**dict(zip(names, size)), **given} for size in SIZES]
-    for size in candidates:  # a batch that the processes can share (under torchrun)
-        size['batch_size'] = given.get('batch_size') or -(-size['batch_size'] // WORLD) * WORLD
-    chosen, chosen_time, why = None, None, ''
-    for size in candidates:
-        if size == chosen or not possible(size, n_text):
-            continue
-        if chosen and not max_iters and max_passes * 0.9 * n_text < steps * size['batch_size'] * size['block_size']:
-            why = f'; the text is too small for {describe(size)}: fewer than {steps} steps in {max_passes} passes'
-            break  # a text seen too many times is memorised, the more so by a larger model
-        guess = chosen_time * work(size) / work(chosen) if chosen else 0  # its step time, by the arithmetic
-        if guess * steps > 3 * seconds:  # far too slow: not even worth timing
-            why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
-            break
-        step_time = first_process_says(time_step(size, vocab_size, amp))  # (so that all processes choose alike)
-        if chosen and step_time * steps > seconds:
-            why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
-            break
-        chosen, chosen_time = size, step_time
-    if not chosen:
-        fail(f'no model of the sizes gpt.py knows fits what was given ({given}), or the text, or {WORLD} processes')
-    return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
-
-def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_interval, from the text and the time
-    tokens = batch_size * block_size  # per step
-    evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the validation split is n_train / 9)
-    every = eval_interval or max(1, round(10 * evaluated / tokens))
-    steps = max_iters or math.ceil(max_passes * n_train / tokens)
-    if not max_iters:  # the steps that fit: an evaluation reads its windows forward only, about a third of a step
-        eval_time = evaluated / tokens * step_time / 3 * WORLD  # per batch, in the first process alone, while the
-        # others wait; and the end evaluates twice (val and train)
-        affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
-        steps = min(steps, affordable)
-    passes = steps * tokens / n_train
-    # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in steps
-    # of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
-    doublings = int(math.log2(max(1, passes / 3)))
-    drop = dropout if dropout >= 0 else round(0.1 * min(3, doublings), 1)
-    return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
 # ---------------------------------------------------------------------------------- training
 @dataclasses.dataclass
@@ -501,6 +458,52 @@ def log_progress(step, last, loss, clock):  # one progress line; returns the clo
     return time.time(), step
 
 # ---------------------------------------------------------------------------------- the plan's plumbing
+def plan_model(vocab_size, n_text, amp, seconds):  # the largest size that trains MIN_STEPS steps in time, and why
+    names = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
+    given = {k: globals()[k] for k in names if globals()[k]}  # a size given is kept as given
+    if len(given) == len(names) and max_iters:
+        return given, None, 'as given'
+    steps = max_iters or MIN_STEPS
+    candidates = [{**dict(zip(names, size)), **given} for size in SIZES]
+    for size in candidates:  # a batch that the processes can share (under torchrun)
+        size['batch_size'] = given.get('batch_size') or -(-size['batch_size'] // WORLD) * WORLD
+    chosen, chosen_time, why = None, None, ''
+    for size in candidates:
+        if size == chosen or not possible(size, n_text):
+            continue
+        if chosen and not max_iters and max_passes * 0.9 * n_text < steps * size['batch_size'] * size['block_size']:
+            why = f'; the text is too small for {describe(size)}: fewer than {steps} steps in {max_passes} passes'
+            break  # a text seen too many times is memorised, the more so by a larger model
+        guess = chosen_time * work(size) / work(chosen) if chosen else 0  # its step time, by the arithmetic
+        if guess * steps > 3 * seconds:  # far too slow: not even worth timing
+            why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
+            break
+        step_time = first_process_says(time_step(size, vocab_size, amp))  # (so that all processes choose alike)
+        if chosen and step_time * steps > seconds:
+            why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
+            break
+        chosen, chosen_time = size, step_time
+    if not chosen:
+        fail(f'no model of the sizes gpt.py knows fits what was given ({given}), or the text, or {WORLD} processes')
+    return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
+
+def plan_training(n_train, step_time, seconds):  # max_iters, dropout and eval_interval, from the text and the time
+    tokens = batch_size * block_size  # per step
+    evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the validation split is n_train / 9)
+    every = eval_interval or max(1, round(10 * evaluated / tokens))
+    steps = max_iters or math.ceil(max_passes * n_train / tokens)
+    if not max_iters:  # the steps that fit: an evaluation reads its windows forward only, about a third of a step
+        eval_time = evaluated / tokens * step_time / 3 * WORLD  # per batch, in the first process alone, while the
+        # others wait; and the end evaluates twice (val and train)
+        affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
+        steps = min(steps, affordable)
+    passes = steps * tokens / n_train
+    # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in steps
+    # of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
+    doublings = int(math.log2(max(1, passes / 3)))
+    drop = dropout if dropout >= 0 else round(0.1 * min(3, doublings), 1)
+    return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
 def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and the text, chosen before training
     def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time (38 s
         return 0.95 * time_budget - (time.time() - START) - 40 * compile  # measured on this CPU; a GPU's: never)
