@@ -2,7 +2,8 @@
 
     python bench.py                  all three parts, about 10 minutes on a 2-core CPU
     python bench.py train            1. `python gpt.py` with its defaults: whole-process wall time and final val loss
-    python bench.py throughput       2. training tokens/s at the lecture's size, against a lecture-style model
+    python bench.py throughput       2. training tokens/s at the lecture's size, against a lecture-style model and,
+                                        given --lecture=PATH, the lecture's own gpt.py (karpathy/ng-video-lecture)
     python bench.py sampling         3. 2,000 characters from a lecture-size model, with and without the KV cache
     python bench.py precision        4. ms per step of gpt.py's CPU model in the precision it picks, float32 and
                                         bfloat16, natively and as on a CPU without bfloat16 (emulated, AVX2 only)
@@ -12,6 +13,8 @@
                                         threads, natively and capped at AVX2): what it chooses, wall time, val loss
     python bench.py large            7. a text of 100 million characters: reading and encoding speed, peak memory,
                                         and the default run on it
+    python bench.py step             8. gpt.py's CPU step: its time, its parts (matmuls, attention, optimizers, the
+                                        rest) and its limit (its own matmuls alone), natively and capped at AVX2
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
@@ -39,6 +42,7 @@ STEPS, PEAK_N, CHARS, REPS = 3, 2048, 2000, 3  # steps timed, matmul size for th
 GPT_ARGS, TRAIN_ARGS = [], []  # settings for every `python gpt.py` run here, and for part 1's only (none: defaults)
 OUT = HERE  # where those runs write their checkpoints and texts
 LARGE = 100_000_000  # characters of part 7's text
+STEP_REPS = 10  # steps timed and profiled in part 8
 # (the parts read these when they run, so that --smoke, at the bottom, can shrink them all)
 
 
@@ -118,13 +122,32 @@ def part_train():
     Path(OUT / 'bench_gpt.pt').unlink(missing_ok=True)
 
 
+def lecture_script_tokens_per_second(path, steps):  # the lecture's own gpt.py, run as it is but shorter
+    if not Path(path).is_file() or '--smoke' in args:  # (at its own size, it would not be a smoke test)
+        return f'{path} is not a file' if '--smoke' not in args else 'not with --smoke'
+    source = Path(path).read_text(encoding='utf-8')
+    changes = {'max_iters = 5000': 'max_iters = {}', 'eval_iters = 200': 'eval_iters = 1',
+               'max_new_tokens=500': 'max_new_tokens=1'}
+    if not all(old in source for old in changes):
+        return f'{path} is not the lecture\'s gpt.py (it has no {" / ".join(changes)})'
+
+    def seconds(iters):  # both runs evaluate twice (at iteration 0 and the last): their difference is `steps` steps
+        code = source
+        for old, new in changes.items():
+            code = code.replace(old, new.format(iters))
+        t = time.time()
+        out = subprocess.run([sys.executable, '-c', code], cwd=HERE, capture_output=True, text=True)  # its input.txt
+        return time.time() - t if out.returncode == 0 else math.nan
+    per_step = (seconds(2 + steps) - seconds(2)) / steps
+    return BATCH * LECTURE['block_size'] / per_step
+
+
 def part_throughput():
     steps = STEPS
     print(f'2. training throughput at the lecture\'s size ({LECTURE}, batch {BATCH}), {steps} steps each')
-    x = torch.randint(VOCAB, (BATCH, LECTURE['block_size']), device=device)
     fp32, bf16 = peak_gflops(torch.float32), peak_gflops(torch.bfloat16)
     print(f'   matmul peak here: {fp32:.0f} GFLOP/s float32, {bf16:.0f} GFLOP/s bfloat16')
-
+    x = torch.randint(VOCAB, (BATCH, LECTURE['block_size']), device=device)
     torch.manual_seed(0)
     lecture = LectureGPT(**LECTURE).to(device)
     opt = torch.optim.AdamW(lecture.parameters(), lr=3e-4)
@@ -135,34 +158,25 @@ def part_throughput():
         loss.backward()
         opt.step()
     base = tokens_per_second(lecture_step, steps)
-    print(f'   lecture-style model: {base:,.0f} tokens/s')
     del lecture, opt
+    script = next((a.split('=', 1)[1] for a in args if a.startswith('--lecture=')), None)
+    script_speed = lecture_script_tokens_per_second(script, steps) if script else 'no --lecture=PATH given'
 
-    for k, v in LECTURE.items():
-        setattr(gpt, k, v)
-    model = gpt.GPT(VOCAB).to(device)
-    is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
-    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, weight_decay=0,
-                             ns_steps=3),  # as gpt.py
-            torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
-    amp = torch.autocast(device, dtype=torch.bfloat16)
-
-    def gpt_step():
-        with amp:
-            loss = model(x, x)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for o in opts:
-            o.step()
-            o.zero_grad(set_to_none=True)
-    ours = tokens_per_second(gpt_step, steps)
-    matrices = sum(p.numel() for n, p in model.named_parameters() if is_matrix(n, p)) + VOCAB * LECTURE['n_embd']
+    vars(gpt).update(LECTURE, batch_size=BATCH)
+    step = training_step()
+    ours = tokens_per_second(step, steps)
+    print(f'   lecture-style model (written in bench.py): {base:,.0f} tokens/s; gpt.py {ours / base:.2f}x that')
+    if isinstance(script_speed, float):
+        print(f'   the lecture\'s own gpt.py ({script}): {script_speed:,.0f} tokens/s; gpt.py {ours / script_speed:.2f}x that')
+    else:
+        print(f'   the lecture\'s own gpt.py: not run ({script_speed})')
+    model = step.model
+    matrices = sum(p.numel() for p in model.parameters() if p.ndim == 2) - model.embed.weight.numel()
     T, C, L = LECTURE['block_size'], LECTURE['n_embd'], LECTURE['n_layer']
     flops_per_token = 6 * matrices + 6 * L * T * C  # weights (forward + backward), plus causal attention scores
     achieved = ours * flops_per_token / 1e9
-    print(f'   gpt.py: {ours:,.0f} tokens/s, {ours / base:.2f}x the lecture-style model; '
-          f'{achieved:.0f} GFLOP/s of model arithmetic = {achieved / bf16:.0%} of the bfloat16 matmul peak '
-          f'({achieved / fp32:.0%} of float32\'s)')
+    print(f'   gpt.py ({gpt.dtype}): {ours:,.0f} tokens/s, {achieved:.0f} GFLOP/s of model arithmetic = '
+          f'{achieved / bf16:.0%} of the bfloat16 matmul peak ({achieved / fp32:.0%} of float32\'s)')
 
 
 def part_sampling():
@@ -242,6 +256,95 @@ def part_precision_here():
         print(f'   sampling, {dtype:>8} weights: {ms:5.2f} ms per character{"  <- gpt.py samples so" * (dtype == sampled)}')
 
 
+def part_step():
+    print(f'8. gpt.py\'s training step at its CPU size ({gpt.n_layer} x {gpt.n_embd}, batch {gpt.batch_size} x '
+          f'{gpt.block_size}): its time, where it goes, and its limit (its own matmuls, alone at their shapes)')
+    flags = [a for a in args if a.startswith('--')]  # --device, --smoke
+    for name, env in (('this CPU', {}), ('this CPU capped at AVX2, like a CPU without bfloat16', AVX2)):
+        print(f'   {name}:', flush=True)  # a fresh process: the caps must be set before torch starts
+        subprocess.run([sys.executable, str(HERE / 'bench.py'), 'step_here', *flags], env={**os.environ, **env})
+
+
+def training_step():  # gpt.py's own step (batch, forward, backward, optimizers) on random characters
+    gpt.device = device
+    gpt.dtype = gpt.pick_dtype()[0]
+    if gpt.dtype != 'bfloat16':
+        gpt.muon_in_float32()  # as gpt.py does where bfloat16 is not native
+    gpt.max_iters = 1000
+    torch.manual_seed(0)
+    model = gpt.GPT(VOCAB).to(device)
+    run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model), scaler=torch.amp.GradScaler(enabled=False),
+                  gen=torch.Generator().manual_seed(0))
+    data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)
+    amp = torch.autocast(device, dtype=getattr(torch, gpt.dtype), enabled=gpt.dtype != 'float32')
+
+    def step():
+        gpt.set_learning_rates(run)
+        x, y = gpt.get_batch(data, run.gen)
+        with amp:
+            loss = model(x, y)
+        gpt.optimizer_step(model, run, loss)
+    step.model = model
+    return step
+
+
+MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm')
+
+
+def step_profile(step, steps):  # {part: its share of a profiled step}, and the model's matmuls as (op, input shapes, dtypes) per step
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        ms = collections.Counter({'the rest': (time.perf_counter() - t) * 1e6})  # what the parts below leave
+    matmuls = []
+    for e in prof.events():
+        parents = []
+        p = e.cpu_parent
+        while p is not None:
+            parents.append(p.name)
+            p = p.cpu_parent
+        in_optimizer = any(n.startswith('Optimizer.step') for n in parents)
+        if e.name.startswith('Optimizer.step') and not in_optimizer:
+            ms['optimizers (Muon, AdamW)'] += e.cpu_time_total
+            ms['the rest'] -= e.cpu_time_total
+        elif in_optimizer:
+            continue
+        elif 'scaled_dot_product' in e.name and not any('scaled_dot_product' in n for n in parents):
+            ms['attention (forward and backward)'] += e.cpu_time_total
+            ms['the rest'] -= e.cpu_time_total
+        elif e.name in MATMULS and not any(n in MATMULS for n in parents):
+            ms['the model\'s matmuls'] += e.cpu_time_total
+            ms['the rest'] -= e.cpu_time_total
+            matmuls.append((e.name, tuple(map(tuple, e.input_shapes)), tuple(e.input_dtypes)))
+    return {k: v / sum(ms.values()) for k, v in ms.items()}, matmuls[:len(matmuls) // steps]
+
+
+DTYPES = {'float': torch.float32, 'c10::BFloat16': torch.bfloat16, 'c10::Half': torch.float16}
+
+
+def matmuls_alone(matmuls, reps):  # ms to run these products one after another, each at its shape and precision
+    total = 0.0
+    for (op, shapes, dtypes), count in collections.Counter(matmuls).items():
+        inputs = [torch.randn(s, dtype=DTYPES[d]) for s, d in zip(shapes, dtypes) if s]  # (addmm: bias, a, b)
+        run = getattr(torch, op.removeprefix('aten::'))
+        total += count * median_ms(lambda: run(*inputs), max(reps, 20))
+    return total
+
+
+def part_step_here():
+    reps = STEP_REPS
+    step = training_step()
+    ms = median_ms(step, reps)
+    parts, matmuls = step_profile(step, reps)
+    limit = matmuls_alone(matmuls, reps)
+    print(f'   {gpt.dtype}: {ms:.0f} ms a step (median of {reps}); its {len(matmuls)} matmuls alone at their shapes '
+          f'{limit:.0f} ms: step / limit {ms / limit:.2f}')
+    order = ("the model's matmuls", 'attention (forward and backward)', 'optimizers (Muon, AdamW)', 'the rest')
+    print('     where a step goes (profiled): ' + ', '.join(f'{name} {parts.get(name, 0):.0%}' for name in order))
+
+
 def ngram_val_losses(text, block_size, max_order=7, discount=0.75):
     """Interpolated absolute discounting, orders 1 to max_order, scored like gpt.py's final: line: the last 10% of
     the text in non-overlapping windows of block_size, where the first position of a window sees one character."""
@@ -287,6 +390,24 @@ def synthetic_text(n=300_000, alphabet='abcdefghijklmnopqrstuvwxyz .,;!\n', seed
     start = int(0.9 * n)
     best = -sum(math.log(p(t)) for t in range(start + 16, n)) / (n - start - 16)
     return ''.join(text), best
+
+
+def markov_text(n, alphabet, seed, concentration=0.5):
+    """A text from an order-2 Markov chain: each character drawn from a row of probabilities chosen by the two
+    before it, each row drawn from a Dirichlet distribution. Returns the text and the best loss any model can
+    have on its validation split (the chain's own probabilities)."""
+    rng = random.Random(seed)
+    table = {}
+    for context in itertools.product(alphabet, repeat=2):
+        weights = [rng.gammavariate(concentration, 1) for _ in alphabet]  # normalised: a Dirichlet draw
+        table[context] = [w / sum(weights) for w in weights]
+    cumulative = {context: list(itertools.accumulate(row)) for context, row in table.items()}
+    text = rng.choices(alphabet, k=2)
+    for _ in range(n - 2):
+        text += rng.choices(alphabet, cum_weights=cumulative[text[-2], text[-1]])
+    start = int(0.9 * n) + 2
+    best = -sum(math.log(table[text[t - 2], text[t - 1]][alphabet.index(text[t])]) for t in range(start, n))
+    return ''.join(text), best / (n - start)
 
 
 def translations(languages, chars, mixed=False):  # the translated messages of the programs here (Debian, Ubuntu)
@@ -439,8 +560,9 @@ if '--smoke' in args:  # every part at toy sizes, a few seconds each: a check th
     (OUT / 'small.txt').write_text(synthetic_text(20_000)[0], encoding='utf-8')
     TRAIN_ARGS = [f'--input_file={OUT / "small.txt"}']  # instead of Tiny Shakespeare, which may not be here
     panel_texts = lambda: [('synthetic, 50,000 characters', synthetic_text(50_000)[0], '')]  # not eight large texts
-    LARGE = 200_000
+    LARGE, STEP_REPS = 200_000, 1
 
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
-     'precision_here': part_precision_here, 'panel': part_panel, 'budget': part_budget, 'large': part_large}[part]()
+     'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,
+     'budget': part_budget, 'large': part_large}[part]()
