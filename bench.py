@@ -15,6 +15,8 @@
                                         and the default run on it
     python bench.py step             8. gpt.py's CPU step: its time, its parts (matmuls, attention, optimizers, the
                                         rest) and its limit (its own matmuls alone), natively and capped at AVX2
+    python bench.py markov           9. gpt.py's defaults on two texts from an order-2 Markov chain (300,000
+                                        characters each), against the best n-gram and the best possible loss
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
@@ -472,6 +474,33 @@ def part_panel():
               f'{ngram[order]:.4f} ({order + 1}) | {result} | {wall:.0f} s |', flush=True)
 
 
+MARKOV = [('25 letters, rows from Dirichlet(0.5), seed 1', 'abcdefghijklmnopqrstuvwxy', 1, 0.5),
+          ('40 symbols, rows from Dirichlet(0.3), seed 2 (sparser rows)', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,\n', 2,
+           0.3)]
+MARKOV_CHARS = 300_000
+
+
+def part_markov():
+    print(f'9. gpt.py\'s defaults on texts of {MARKOV_CHARS:,} characters from an order-2 Markov chain, against the '
+          f'best n-gram model and the chain itself')
+    print('| text | best possible val | best n-gram val (order) | gpt.py val (train) | gpt.py wall time |')
+    print('|---|---|---|---|---|')
+    folder = OUT / 'bench_texts'
+    folder.mkdir(exist_ok=True)
+    for i, (name, alphabet, seed, concentration) in enumerate(MARKOV):
+        text, best = markov_text(MARKOV_CHARS, alphabet, seed, concentration)
+        path = folder / f'markov{i}.txt'
+        path.write_text(text, encoding='utf-8')
+        wall, chosen, final = run_gpt([f'--input_file={path}', f'--checkpoint={folder / "gpt.pt"}', *GPT_ARGS])
+        losses = re.search(r'train loss ([\d.]+), val loss ([\d.]+)', final)
+        window = re.search(r'on (\d+)-character windows', chosen)  # the n-gram is scored in gpt.py's windows
+        ngram = ngram_val_losses(text, int(window[1]) if window else gpt.block_size)
+        order = min(range(len(ngram)), key=ngram.__getitem__)
+        result = f'{losses[2]} ({losses[1]})' if losses else final
+        print(f'| {name} | {best:.4f} | {ngram[order]:.4f} ({order + 1}) | {result} | {wall:.0f} s |', flush=True)
+    (folder / 'gpt.pt').unlink(missing_ok=True)
+
+
 def run_gpt(args, env=None):  # python gpt.py as a user runs it: (wall seconds, what it chose, its final line)
     t = time.time()
     out = subprocess.run([sys.executable, str(HERE / 'gpt.py'), f'--device={device}', *args], capture_output=True,
@@ -560,9 +589,9 @@ if '--smoke' in args:  # every part at toy sizes, a few seconds each: a check th
     (OUT / 'small.txt').write_text(synthetic_text(20_000)[0], encoding='utf-8')
     TRAIN_ARGS = [f'--input_file={OUT / "small.txt"}']  # instead of Tiny Shakespeare, which may not be here
     panel_texts = lambda: [('synthetic, 50,000 characters', synthetic_text(50_000)[0], '')]  # not eight large texts
-    LARGE, STEP_REPS = 200_000, 1
+    LARGE, STEP_REPS, MARKOV_CHARS = 200_000, 1, 20_000
 
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
      'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,
-     'budget': part_budget, 'large': part_large}[part]()
+     'budget': part_budget, 'large': part_large, 'markov': part_markov}[part]()

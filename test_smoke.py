@@ -320,8 +320,9 @@ def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
 BENCH_FIGURES = {  # what each part prints: each line's pattern and how many times (the values are not checked)
     'train': {r'^   wall time \d+ s, final: train loss \d+\.\d+, val loss \d+\.\d+$': 1},
     'throughput': {r'^   matmul peak here: \d+ GFLOP/s float32, \d+ GFLOP/s bfloat16$': 1,
-                   r'^   lecture-style model: [\d,]+ tokens/s$': 1,
-                   r'^   gpt.py: [\d,]+ tokens/s, [\d.]+x the lecture-style model; \d+ GFLOP/s of model arithmetic': 1},
+                   r'^   lecture-style model \(written in bench.py\): [\d,]+ tokens/s; gpt.py [\d.]+x that$': 1,
+                   r'^   the lecture\'s own gpt.py: not run \(no --lecture=PATH given\)$': 1,
+                   r'^   gpt.py \((bfloat16|float32)\): [\d,]+ tokens/s, \d+ GFLOP/s of model arithmetic': 1},
     'sampling': {r'^   with the KV cache, float32 weights: [\d.]+ s, [\d,]+ characters/s$': 1,
                  r'^   without the KV cache, bfloat16 weights: [\d.]+ s, [\d,]+ characters/s$': 1,
                  r'^   medians: [\d.]+ s with the cache, [\d.]+ s without: the cache is [\d.]+x faster$': 1},
@@ -332,6 +333,11 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
     'panel': {r'^\| synthetic, 50,000 characters \| 50,000 \| 32 \| \d\.\d{4} \(\d\) \| \d\.\d{4} \| \d+ s \|$': 1},
     'budget': {r'^\| [^|]+ \| \d+ x \d+ \(\d+ heads\) on \d+-character windows, batch \d+: .*; [\d,]+ steps \| \d+ s \| '
                r'final: train loss \d+\.\d+, val loss \d+\.\d+ \|$': 4},
+    'step': {r'^   (bfloat16|float32): \d+ ms a step \(median of 1\); its \d+ matmuls alone at their shapes \d+ ms: '
+                    r'step / limit [\d.]+$': 2,  # this CPU, and capped at AVX2
+             r'^     where a step goes \(profiled\): the model\'s matmuls \d+%, attention \(forward and backward\) '
+             r'\d+%, optimizers \(Muon, AdamW\) \d+%, the rest \d+%$': 2},
+    'markov': {r'^\| [^|]+ \| \d\.\d{4} \| \d\.\d{4} \(\d\) \| \d\.\d{4} \(\d\.\d{4}\) \| \d+ s \|$': 2},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
               r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
