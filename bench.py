@@ -314,10 +314,10 @@ def step_profile(step, steps):  # {part: its share of a profiled step}, and the 
         elif in_optimizer:
             continue
         elif 'scaled_dot_product' in e.name and not any('scaled_dot_product' in n for n in parents):
-            ms['attention (forward and backward)'] += e.cpu_time_total
+            ms['fused attention'] += e.cpu_time_total
             ms['the rest'] -= e.cpu_time_total
         elif e.name in MATMULS and not any(n in MATMULS for n in parents):
-            ms['the model\'s matmuls'] += e.cpu_time_total
+            ms['the model\'s matmuls (attention\'s included)'] += e.cpu_time_total
             ms['the rest'] -= e.cpu_time_total
             matmuls.append((e.name, tuple(map(tuple, e.input_shapes)), tuple(e.input_dtypes)))
     return {k: v / sum(ms.values()) for k, v in ms.items()}, matmuls[:len(matmuls) // steps]
@@ -338,12 +338,14 @@ def matmuls_alone(matmuls, reps):  # ms to run these products one after another,
 def part_step_here():
     reps = STEP_REPS
     step = training_step()
+    for _ in range(3):  # the optimizers' state, the allocator and the matmul kernels settle in the first steps
+        step()
     ms = median_ms(step, reps)
     parts, matmuls = step_profile(step, reps)
     limit = matmuls_alone(matmuls, reps)
     print(f'   {gpt.dtype}: {ms:.0f} ms a step (median of {reps}); its {len(matmuls)} matmuls alone at their shapes '
           f'{limit:.0f} ms: step / limit {ms / limit:.2f}')
-    order = ("the model's matmuls", 'attention (forward and backward)', 'optimizers (Muon, AdamW)', 'the rest')
+    order = ("the model's matmuls (attention's included)", 'fused attention', 'optimizers (Muon, AdamW)', 'the rest')
     print('     where a step goes (profiled): ' + ', '.join(f'{name} {parts.get(name, 0):.0%}' for name in order))
 
 

@@ -37,18 +37,29 @@ def test_the_loss_at_initialisation_is_a_uniform_guess():
     assert abs(loss - math.log(VOCAB)) < 0.1, loss
 
 
-@pytest.mark.parametrize('precision', ['training', 'sampling'])
+@pytest.mark.parametrize('precision', ['training', 'bfloat16', 'sampling'])
 def test_no_position_sees_the_characters_after_it(precision):
     model = gpt.GPT(VOCAB).train()  # dropout is 0, so training mode is deterministic too
     if precision == 'sampling':
-        model.eval().to(torch.float16)  # as gpt.sample casts it on a CPU
+        model.eval().to(torch.float16)  # a half-precision model on a CPU: attention in float32
     idx = torch.randint(VOCAB, (4, gpt.block_size))
     changed = idx.clone()
     changed[:, 10:] = (idx[:, 10:] + 1) % VOCAB  # every character from position 10 on replaced by another
-    with torch.no_grad():
+    # bfloat16 autocast on a CPU: gpt.py's explicit attention (the masked softmax), not the fused kernel
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bfloat16'):
         before, after = model(idx), model(changed)
     assert torch.equal(before[:, :10], after[:, :10])  # positions 0-9 cannot tell, to the last bit
     assert (before[:, 10:] != after[:, 10:]).any(-1).all()  # while each later one does (so the test can fail)
+
+
+@pytest.mark.parametrize('T, S', [(16, 16), (1, 16), (4, 16)])  # a window; a cached one, one query or a few more
+def test_the_explicit_attention_is_the_fused_one(T, S):
+    # the CPU's bfloat16 path (the lecture's masked softmax) must compute what scaled_dot_product_attention does:
+    # each query sees the keys up to its own position, the last T of S
+    queries, k, v = torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8)
+    every = F.scaled_dot_product_attention(queries, k, v, is_causal=True)  # all S queries at once
+    attn = gpt.CausalSelfAttention().eval()
+    assert torch.allclose(attn.explicit(queries[:, :, -T:], k, v), every[:, :, -T:], atol=1e-6)
 
 
 # ---------------------------------------------------------------------- training

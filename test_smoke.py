@@ -335,8 +335,8 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
                r'final: train loss \d+\.\d+, val loss \d+\.\d+ \|$': 4},
     'step': {r'^   (bfloat16|float32): \d+ ms a step \(median of 1\); its \d+ matmuls alone at their shapes \d+ ms: '
                     r'step / limit [\d.]+$': 2,  # this CPU, and capped at AVX2
-             r'^     where a step goes \(profiled\): the model\'s matmuls \d+%, attention \(forward and backward\) '
-             r'\d+%, optimizers \(Muon, AdamW\) \d+%, the rest \d+%$': 2},
+             r'^     where a step goes \(profiled\): the model\'s matmuls \(attention\'s included\) \d+%, fused '
+             r'attention \d+%, optimizers \(Muon, AdamW\) \d+%, the rest \d+%$': 2},
     'markov': {r'^\| [^|]+ \| \d\.\d{4} \| \d\.\d{4} \(\d\) \| \d\.\d{4} \(\d\.\d{4}\) \| \d+ s \|$': 2},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
