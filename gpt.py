@@ -107,7 +107,7 @@ class CausalSelfAttention(nn.Module):
 
     def explicit(self, q, k, v):  # q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs), as in the lecture
         T, S = q.size(-2), k.size(-2)
-        scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5  # (B, nh, T, S)
+        scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, S); scaled as q, the smaller
         seen = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # each query, the keys up to its own
         weights = F.dropout(scores.masked_fill(~seen, float('-inf')).softmax(dim=-1), dropout, self.training)
         return weights @ v
