@@ -126,15 +126,26 @@ def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     assert model.training  # and it leaves the model training
 
 
-def test_eval_mode_turns_dropout_off(monkeypatch):
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # (bfloat16: the CPU's explicit attention)
+def test_eval_mode_turns_dropout_off(monkeypatch, dtype):
     monkeypatch.setattr(gpt, 'dropout', 0.5)
     model = gpt.GPT(VOCAB)
     idx = torch.randint(VOCAB, (2, gpt.block_size))
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
         model.eval()
         assert torch.equal(model(idx), model(idx))
         model.train()
         assert not torch.allclose(model(idx), model(idx))  # training mode drops a different half each time
+
+
+@pytest.mark.parametrize('p', [0.1, 0.3])
+def test_dropout_zeroes_its_share_and_keeps_the_mean(monkeypatch, p):
+    monkeypatch.setattr(gpt, 'dropout', p)
+    x = torch.ones(200_000)
+    dropped = gpt.drop(x, training=True)
+    assert abs((dropped == 0).float().mean() - p) < 0.005  # about 5 standard errors
+    assert abs(dropped.mean() - 1) < 0.01 and torch.allclose(dropped.unique(), torch.tensor([0, 1 / (1 - p)]))
+    assert gpt.drop(x, training=False) is x
 
 
 # ---------------------------------------------------------------------- sampling
