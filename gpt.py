@@ -526,13 +526,9 @@ def plan(vocab_size, n_text, amp):  # what is left to the time, the machine and 
     globals().update(size)
     training = plan_training(int(0.9 * n_text), step_time, seconds_left())
     if training['dropout'] and step_time:  # dropout makes a step dearer, a CPU's much dearer: timed again with it
-        slower = first_process_says(time_step(size, vocab_size, amp, training['dropout']))
-        with_dropout = plan_training(int(0.9 * n_text), slower, seconds_left())  # fewer steps, fewer passes:
-        if with_dropout['dropout']:  # its dropout follows the passes it makes
-            training, why = with_dropout, why + f'; {slower * 1000:,.0f} ms with dropout'
-        else:  # too few passes to need it: the faster steps without it
-            training = dict(plan_training(int(0.9 * n_text), step_time, seconds_left()), dropout=0.0)
-            why += f'; {slower * 1000:,.0f} ms with dropout, which the passes it leaves time for do not need'
+        step_time = first_process_says(time_step(size, vocab_size, amp, training['dropout']))
+        training = dict(plan_training(int(0.9 * n_text), step_time, seconds_left()), dropout=training['dropout'])
+        why += f'; {step_time * 1000:,.0f} ms with dropout'
     return dict(size, **training), why
 
 def describe(size):
