@@ -199,19 +199,8 @@ def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k 
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
 # ---------------------------------------------------------------------------------- the data
-def vocabulary(text):  # every distinct character, in order
-    counts = sum(torch.bincount(code_points(text, i), minlength=0x110000) for i in range(0, len(text), SLICE))
-    return ''.join(map(chr, counts.nonzero().flatten().tolist()))
-
-def encode(text, chars):  # the characters as integers (the lecture's [stoi[c] for c in text]), in the smallest type
-    index = torch.zeros(0x110000, dtype=torch.int32)  # code point -> its place in the vocabulary
-    index[[ord(c) for c in chars]] = torch.arange(len(chars), dtype=torch.int32)
-    small = torch.uint8 if len(chars) <= 256 else torch.int16 if len(chars) <= 2 ** 15 else torch.int32
-    data = torch.empty(len(text), dtype=small)  # 1 byte a character for up to 256 distinct ones, not 8
-    for i in range(0, len(text), SLICE):
-        data[i:i + SLICE] = index[code_points(text, i)]
-    return data
-
+# read_data (below the banner) turns the text into integers: the vocabulary is every distinct character in order,
+# and each character becomes its place in it (the lecture's stoi), one byte each for up to 256 distinct ones
 def split_data(data):  # the first 90% to train on, the rest to validate
     n_train = int(0.9 * len(data))
     return data[:n_train].to(device), data[n_train:].to(device)
@@ -593,6 +582,19 @@ def download_tiny_shakespeare(path):
         fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
     write_atomically(path, lambda f: f.write(data))
     print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+
+def vocabulary(text):  # every distinct character, in order
+    counts = sum(torch.bincount(code_points(text, i), minlength=0x110000) for i in range(0, len(text), SLICE))
+    return ''.join(map(chr, counts.nonzero().flatten().tolist()))
+
+def encode(text, chars):  # the characters as integers (the lecture's [stoi[c] for c in text]), in the smallest type
+    index = torch.zeros(0x110000, dtype=torch.int32)  # code point -> its place in the vocabulary
+    index[[ord(c) for c in chars]] = torch.arange(len(chars), dtype=torch.int32)
+    small = torch.uint8 if len(chars) <= 256 else torch.int16 if len(chars) <= 2 ** 15 else torch.int32
+    data = torch.empty(len(text), dtype=small)  # 1 byte a character for up to 256 distinct ones, not 8
+    for i in range(0, len(text), SLICE):
+        data[i:i + SLICE] = index[code_points(text, i)]
+    return data
 
 def read_data(path, ckpt):  # the text's vocabulary, and the text as integers, checked against what training needs
     if path == SETTINGS['input_file'] and not os.path.exists(path):
