@@ -68,7 +68,11 @@ def rotate(x, cos, sin):  # rotary positions: turn each channel pair by an angle
 def drop(x, training):  # dropout, written out: F.dropout draws its masks 2x slower on a CPU (measured)
     if not training or dropout == 0:
         return x
-    kept = torch.rand(x.shape, device=x.device) >= dropout  # each element kept with probability 1 - dropout
+    if x.is_cpu:  # a CPU makes random numbers one at a time: four 16-bit ones from each 64-bit draw, 3x faster
+        draws = torch.randint(-2 ** 63, 2 ** 63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)[:x.numel()]
+        kept = draws.view(x.shape) >= min(round(65536 * dropout), 65535) - 32768  # (each from -32768 to 32767)
+    else:  # each element kept with probability 1 - dropout
+        kept = torch.rand(x.shape, device=x.device) >= dropout
     return x * kept / (1 - dropout)  # and scaled up, so that what passes on is as large on average
 
 class KVCache:
