@@ -354,42 +354,10 @@ def sample(model, chars):
     model.eval().to(getattr(torch, 'float32' if device == 'cpu' else dtype))
     return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
 
-def main():
-    explicit = apply_overrides(sys.argv[1:])
-    start_processes()  # (and checks the device)
-    ckpt = load_checkpoint(checkpoint, explicit) if resume or sample_only else None
-    chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
-    check_prompt(chars)
-    globals()['dtype'], precision = pick_dtype()
-    if dtype != 'bfloat16':
-        muon_in_float32()
-    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
-    # what is left to the time, the machine and the text is chosen before the model is built (dropout too)
-    settings, why = plan(len(chars), len(data), amp) if data is not None else (dict(dropout=0.0), '')
-    globals().update(everyone_follows(settings))
-    if batch_size % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
-        fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
-    torch.manual_seed(seed)
-    model = GPT(len(chars)).to(device)
-    if ckpt:
-        load_weights(model, ckpt)
-    announce(model, chars, precision, why, data)
-    if data is not None:
-        train_data, val_data = split_data(data)
-        run = start_run(model, chars, ckpt)
-        train(model, run, train_data, val_data, amp)
-        if MASTER and run.step == max_iters:  # only a run that has ended reports, and keeps, its best model
-            finish(model, run, train_data, val_data, amp)
-    if MASTER:
-        generated = sample(model, chars)
-        print(generated)
-        if sample_file:
-            write_atomically(sample_file, lambda f: f.write(generated.encode('utf-8')))
-    end_processes()
-
 # =============================================================================================================
 # Here ends what there is to learn about a GPT. Below is plumbing: settings from the command line, the text and
-# its download, checkpoints, precision, torch.compile, several processes, Ctrl-C. A reader may stop here.
+# its download, checkpoints, precision, torch.compile, several processes, Ctrl-C, and at the very end main(), which
+# runs the above in order (read the text, plan, build the model, train, finish, sample). A reader may stop here.
 # =============================================================================================================
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
 
@@ -782,6 +750,40 @@ def end_processes():  # the others wait for the first process's evaluation, so t
     if DDP:
         dist.barrier()
         dist.destroy_process_group()
+
+# ---------------------------------------------------------------------------------- the run, start to end
+def main():
+    explicit = apply_overrides(sys.argv[1:])
+    start_processes()  # (and checks the device)
+    ckpt = load_checkpoint(checkpoint, explicit) if resume or sample_only else None
+    chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
+    check_prompt(chars)
+    globals()['dtype'], precision = pick_dtype()
+    if dtype != 'bfloat16':
+        muon_in_float32()
+    amp = torch.autocast(device.split(':')[0], dtype=getattr(torch, dtype), enabled=dtype != 'float32')
+    # what is left to the time, the machine and the text is chosen before the model is built (dropout too)
+    settings, why = plan(len(chars), len(data), amp) if data is not None else (dict(dropout=0.0), '')
+    globals().update(everyone_follows(settings))
+    if batch_size % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
+        fail(f'batch_size ({batch_size}) must divide evenly among {WORLD} processes')
+    torch.manual_seed(seed)
+    model = GPT(len(chars)).to(device)
+    if ckpt:
+        load_weights(model, ckpt)
+    announce(model, chars, precision, why, data)
+    if data is not None:
+        train_data, val_data = split_data(data)
+        run = start_run(model, chars, ckpt)
+        train(model, run, train_data, val_data, amp)
+        if MASTER and run.step == max_iters:  # only a run that has ended reports, and keeps, its best model
+            finish(model, run, train_data, val_data, amp)
+    if MASTER:
+        generated = sample(model, chars)
+        print(generated)
+        if sample_file:
+            write_atomically(sample_file, lambda f: f.write(generated.encode('utf-8')))
+    end_processes()
 
 if __name__ == '__main__':
     # Under torchrun every process leaves with os._exit (see leave): gloo's threads outlive destroy_process_group
