@@ -142,7 +142,7 @@ def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
               f'--checkpoint={tmp_path / "gpt.pt"}']
     assert run('gpt.py', *common, '--stop_after=12').returncode == 0
     saved = torch.load(tmp_path / 'gpt.pt', weights_only=True)['model']
-    out = run('gpt.py', *common, '--resume=True', '--lr=0', '--embed_lr=0', '--muon_lr=0')
+    out = run('gpt.py', *common, '--resume=True', '--lr=0', '--embed_lr=0', '--pair_lr=0', '--muon_lr=0')
     assert out.returncode == 0, out.stderr
     resumed = torch.load(tmp_path / 'gpt.pt', weights_only=True)
     assert resumed['step'] == 30
@@ -309,6 +309,20 @@ def test_checkpoint_from_another_version(script, workdir, text_file):
     for mode in ('--sample_only=True', '--resume=True'):
         out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script])
         assert_clear_error(out, 'older.pt', 'do not fit this model')
+    assert snapshot(workdir) == before
+
+
+def test_a_checkpoint_from_before_the_pair_table_samples_and_refuses_to_resume(workdir, text_file):
+    path = workdir / 'older.pt'  # as the version before wrote it: no pair table, and AdamW with two groups
+    ckpt = torch.load(workdir / 'gpt.pt', weights_only=True)
+    del ckpt['settings']['pair_rows'], ckpt['settings']['pair_lr'], ckpt['model']['pairs.weight']
+    del ckpt['optimizers'][1]['param_groups'][1]
+    torch.save(ckpt, path)
+    before = snapshot(workdir)
+    out = run('gpt.py', f'--checkpoint={path}', '--sample_only=True', '--num_chars=20')
+    assert out.returncode == 0, out.stderr  # (its settings name no pair table: built without one)
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={path}', '--resume=True', *TINY['gpt.py'])
+    assert_clear_error(out, 'older.pt', 'another version of gpt.py', '--sample_only=True')
     assert snapshot(workdir) == before
 
 

@@ -2,8 +2,8 @@
 
 The loss starts at a uniform guess; no position sees the characters after it; one batch can be learned by heart
 with gpt.py's own optimizers; every weight gets its intended learning rate; the validation loss is the mean it
-claims to be; sampling draws from the distribution that temperature and top_k describe; and rotary positions and
-QK-norm each have a test that fails without them. The models are tiny (2 layers of width 32, windows of 16
+claims to be; sampling draws from the distribution that temperature and top_k describe; and rotary positions, the
+pair table and QK-norm each have a test that fails without them. The models are tiny (2 layers of width 32, windows of 16
 characters), so that the whole file runs in seconds on one CPU thread.
 """
 import contextlib, math, sys
@@ -81,7 +81,8 @@ def test_one_batch_can_be_learned_by_heart(monkeypatch):
 
 
 def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
-    for name, value in dict(warmup_iters=100, max_iters=1000, muon_lr=0.02, embed_lr=0.1, lr=0.003).items():
+    for name, value in dict(warmup_iters=100, max_iters=1000, muon_lr=0.02, embed_lr=0.1, pair_lr=0.005,
+                            lr=0.003).items():
         monkeypatch.setattr(gpt, name, value)
     model = gpt.GPT(VOCAB)
     run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
@@ -103,6 +104,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
         gpt.set_learning_rates(run)
         assert rate_of(model.blocks[1].mlp.down.weight) == pytest.approx(0.02 * fraction), step
         assert rate_of(model.embed.weight) == pytest.approx(0.1 * fraction), step
+        assert rate_of(model.pairs.weight) == pytest.approx(0.005 * fraction), step
         assert rate_of(model.head.weight) == pytest.approx(0.003 * fraction), step
 
 
@@ -203,12 +205,41 @@ def test_the_order_of_earlier_characters_matters(monkeypatch):
     # rounding, measured). Rotary positions are the model's only sense of order. (With two layers the first layer's
     # outputs would already differ, and the test could not tell.)
     monkeypatch.setattr(gpt, 'n_layer', 1)
+    monkeypatch.setattr(gpt, 'pair_rows', 0)  # (the pair table would see the changed character before the last)
     model = gpt.GPT(VOCAB).eval()
     idx = torch.randint(VOCAB, (1, gpt.block_size))
     reversed_before = torch.cat((idx[:, :-1].flip(1), idx[:, -1:]), dim=1)
     with torch.no_grad():
         change = (model(idx)[0, -1] - model(reversed_before)[0, -1]).abs().max()
     assert change > 1e-5, change  # 0.035 measured (3e-4 with QK-norm taken out: this test is about order only)
+
+
+# ---------------------------------------------------------------------- the pair table
+def without_attention(model):  # each position's logits from its own embeddings alone: no position sees another
+    for block in model.blocks:
+        block.attn.proj.weight.zero_()
+    return model
+
+
+@torch.no_grad()
+def test_the_pair_table_gives_each_position_the_character_before_it(monkeypatch):
+    model = without_attention(gpt.GPT(VOCAB).eval())
+    a, b = torch.tensor([[1, 5, 7]]), torch.tensor([[2, 5, 7]])  # differ in the first character only
+    assert (model(a)[0, 1] - model(b)[0, 1]).abs().max() > 1e-3  # the second position sees it (0.07 measured)
+    assert torch.allclose(model(a)[0, 2], model(b)[0, 2])  # the third sees only the second, the same in both
+    # a window's first character has none before it, as in training, unless told which (as the KV cache is)
+    assert torch.allclose(model(a[:, 1:])[0, 0], model(b[:, 1:])[0, 0])
+    assert torch.allclose(model(a[:, 1:], before=a[:, :1])[0, 0], model(a)[0, 1], atol=1e-6)
+    monkeypatch.setattr(gpt, 'pair_rows', 0)  # without the table, nothing else would carry it
+    model = without_attention(gpt.GPT(VOCAB).eval())
+    assert torch.allclose(model(a)[0, 1], model(b)[0, 1])
+
+
+def test_a_large_vocabulary_shares_the_pair_tables_rows():
+    model = gpt.GPT(3000)  # 9 million pairs (CJK texts have thousands of characters)
+    assert model.pairs.num_embeddings == gpt.pair_rows < 3001 * 3000
+    idx = torch.randint(3000, (2, gpt.block_size))
+    assert model(idx, idx).isfinite()  # every pair has a row
 
 
 # ---------------------------------------------------------------------- QK-norm

@@ -116,7 +116,8 @@ def test_kv_cache_gives_the_same_logits(monkeypatch):
         full = model(idx)  # every position's logits, the whole window at once
         caches = [gpt.KVCache() for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
         stepped = torch.cat([model(idx[:, :8], caches=caches)] +
-                            [model(idx[:, t:t + 1], caches=caches, start=t) for t in range(8, gpt.block_size)], dim=1)
+                            [model(idx[:, t:t + 1], caches=caches, start=t, before=idx[:, t - 1:t])
+                             for t in range(8, gpt.block_size)], dim=1)
     assert torch.allclose(full, stepped, atol=1e-5), (full - stepped).abs().max()
     monkeypatch.setattr(gpt, 'temperature', 0)  # greedy, so that both generations must pick the same characters
     assert torch.equal(model.generate(idx[:, :5], 40, use_cache=True), model.generate(idx[:, :5], 40, use_cache=False))
