@@ -15,7 +15,7 @@
                                         and the default run on it
     python bench.py step             8. gpt.py's CPU step: its time, its parts (matmuls, attention, optimizers, the
                                         rest) and its limit (its own matmuls alone), natively and capped at AVX2
-    python bench.py markov           9. gpt.py's defaults on two texts from an order-2 Markov chain (300,000
+    python bench.py markov           9. gpt.py's defaults on three texts from an order-2 Markov chain (300,000
                                         characters each), against the best n-gram and the best possible loss
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
@@ -478,7 +478,9 @@ def part_panel():
 
 MARKOV = [('25 letters, rows from Dirichlet(0.5), seed 1', 'abcdefghijklmnopqrstuvwxy', 1, 0.5),
           ('40 symbols, rows from Dirichlet(0.3), seed 2 (sparser rows)', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,\n', 2,
-           0.3)]
+           0.3),
+          ('30 symbols, rows from Dirichlet(0.5), seed 3 (built after the defaults were chosen)',
+           'abcdefghijklmnopqrstuvwxyz.,;\n', 3, 0.5)]
 MARKOV_CHARS = 300_000
 
 

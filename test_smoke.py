@@ -338,7 +338,7 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
                     r'step / limit [\d.]+$': 2,  # this CPU, and capped at AVX2
              r'^     where a step goes \(profiled\): the model\'s matmuls \(attention\'s included\) \d+%, fused '
              r'attention \d+%, optimizers \(Muon, AdamW\) \d+%, the rest \d+%$': 2},
-    'markov': {r'^\| [^|]+ \| \d\.\d{4} \| \d\.\d{4} \(\d\) \| \d\.\d{4} \(\d\.\d{4}\) \| \d+ s \|$': 2},
+    'markov': {r'^\| [^|]+ \| \d\.\d{4} \| \d\.\d{4} \(\d\) \| \d\.\d{4} \(\d\.\d{4}\) \| \d+ s \|$': 3},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
               r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
