@@ -155,7 +155,7 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(vocab_size, n_embd)
         # Each character with the one before it, looked up as a pair: what a trigram model counts is there from the
         # first step, not assembled by attention and an MLP from two characters seen apart (measured: 0.07 lower on
-        # a text whose next character follows from the last two, 0.015 on Tiny Shakespeare's first 250,000; TUNING)
+        # a text whose next character follows from the last two; on Tiny Shakespeare within the seed's spread)
         self.pairs = nn.Embedding(min(pair_rows, (vocab_size + 1) * vocab_size), n_embd) if pair_rows else None
         self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
         self.ln_f, self.head = norm(), nn.Linear(n_embd, vocab_size, bias=False)
