@@ -153,9 +153,8 @@ class GPT(nn.Module):
     def __init__(self, vocab_size):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, n_embd)
-        # Each character with the one before it, looked up as a pair: what a trigram model counts is there from the
-        # first step, not assembled by attention and an MLP from two characters seen apart (measured: 0.07 lower on
-        # a text whose next character follows from the last two; on Tiny Shakespeare within the seed's spread)
+        # each character with the one before it, as a pair: what a trigram counts, there from the first step, not
+        # assembled by attention from two characters seen apart (0.07 lower on an order-2 Markov text; TUNING.md)
         self.pairs = nn.Embedding(min(pair_rows, (vocab_size + 1) * vocab_size), n_embd) if pair_rows else None
         self.blocks = nn.ModuleList(Block() for _ in range(n_layer))
         self.ln_f, self.head = norm(), nn.Linear(n_embd, vocab_size, bias=False)
@@ -169,27 +168,21 @@ class GPT(nn.Module):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs  # (T, hs/2)
         x = self.embed(idx)  # (B, T, C)
-        if self.pairs is not None:  # before (B, 1): the character before idx's first, where it is in the window
-            x = x + self.pairs(self.pair_index(idx, before))
+        if self.pairs is not None:  # before (B, 1): the character before idx's first; none (V) starts a window
+            V = self.embed.num_embeddings
+            previous = F.pad(idx[:, :-1], (1, 0), value=V) if before is None else torch.cat((before, idx[:, :-1]), 1)
+            x = x + self.pairs((previous * V + idx) % self.pairs.num_embeddings)  # (V + 1) * V rows, or shared
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         for block, cache in zip(self.blocks, caches or [None] * n_layer):
             x = block(x, cos, sin, cache)
         logits = self.head(self.ln_f(x))
         return logits if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
-    def pair_index(self, idx, before):  # idx (B, T) -> (B, T): each character's row of the pair table
-        V = self.embed.num_embeddings  # a window's first character has none before it: V stands for none
-        previous = torch.cat((before, idx[:, :-1]), 1) if before is not None else F.pad(idx[:, :-1], (1, 0), value=V)
-        return (previous * V + idx) % self.pairs.num_embeddings  # (V + 1) * V rows, or a share of one each
-
     @torch.inference_mode()
     def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
-        # Every character is predicted as in training: from a window of at most block_size characters, the first
-        # at position 0. A cached window cannot slide along: above the first layer, each cached key was computed
-        # from characters that have since left the window, which recomputing the window would not see. So a full
-        # window starts afresh from its last half, one forward pass every block_size / 2 characters, and the cache
-        # computes exactly what recomputing would. (It also predicts Tiny Shakespeare slightly better than a
-        # window sliding by one, recomputed or cached: measured, see README.)
+        # Every character is predicted as in training, from a window of at most block_size characters. A cached
+        # window cannot slide along (above the first layer its keys hold characters that have left it), so a full
+        # window starts afresh from its last half and the cache computes exactly what recomputing would (README)
         def fresh(window):  # (1, T) -> its logits, and the caches that now hold it
             caches = [KVCache() for _ in self.blocks] if use_cache else None
             return self(window, caches=caches), caches
@@ -362,9 +355,8 @@ def finish(model, run, train_data, val_data, amp):  # the final line reports the
 def sample(model, chars):
     stoi = {c: i for i, c in enumerate(chars)}
     context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
-    # each new character reads every weight, so a GPU's are cast once to half precision. A CPU keeps float32: per
-    # character as fast as float16 at the CPU model's size, and 5x faster at the forward pass over half a window
-    # that generate makes every block_size / 2 characters (a CPU multiplies float16 matrices slowly; measured)
+    # each new character reads every weight: a GPU's are cast once to half precision; a CPU keeps float32, as fast
+    # per character and 5x faster over the half windows that generate starts afresh (measured)
     model.eval().to(getattr(torch, 'float32' if device == 'cpu' else dtype))
     return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
 
