@@ -36,6 +36,10 @@ SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 for name, value in zip(SIZE_NAMES, gpt.SIZES[1]):  # the models built here: 4 x 192, what two cores with bf16 train
     setattr(gpt, name, value)
 
+
+def gpt_model():  # gpt.py's model at the size set in gpt's settings above (or changed by a part), no dropout
+    return gpt.GPT(gpt.Config(VOCAB, gpt.n_layer, gpt.n_head, gpt.n_embd, gpt.block_size, gpt.pair_rows, 0.0))
+
 device = next((a.split('=', 1)[1] for a in args if a.startswith('--device=')), 'cpu')
 parts = [a for a in args if not a.startswith('--')] or ['train', 'throughput', 'sampling', 'precision']
 LECTURE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256)  # the lecture's gpt.py, with batch 64
@@ -187,7 +191,7 @@ def part_sampling():
     for k, v in LECTURE.items():
         setattr(gpt, k, v)
     torch.manual_seed(0)
-    model = gpt.GPT(VOCAB).to(device).eval()
+    model = gpt_model().to(device).eval()
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
     # each way in its fastest precision: the cache as gpt.py samples (float32 on a CPU), the recomputation in
     # bfloat16 (float16's big matrix products are ~7x slower than bfloat16's on this CPU)
@@ -230,7 +234,7 @@ def part_precision_here():
     chosen, why = gpt.pick_dtype()
     print(f'   gpt.py picks {chosen} ({why})')
     torch.manual_seed(0)
-    model = gpt.GPT(VOCAB)
+    model = gpt_model()
     x = torch.randint(VOCAB, (gpt.batch_size, gpt.block_size))
     is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
     opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, ns_steps=3),
@@ -274,7 +278,7 @@ def training_step():  # gpt.py's own step (batch, forward, backward, optimizers)
         gpt.muon_in_float32()  # as gpt.py does where bfloat16 is not native
     gpt.max_iters = 1000
     torch.manual_seed(0)
-    model = gpt.GPT(VOCAB).to(device)
+    model = gpt_model().to(device)
     run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model), scaler=torch.amp.GradScaler(enabled=False),
                   gen=torch.Generator().manual_seed(0))
     data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)

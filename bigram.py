@@ -3,8 +3,9 @@
     python bigram.py                                        train on input.txt, save bigram.pt, print a sample
     python bigram.py --input_file=my_text.txt               train on your own text (any UTF-8 text)
     python bigram.py --sample_only=True --prompt="ROMEO:"   sample from bigram.pt without training
-Every setting below can be overridden as --name=value. The ideas come first: the settings, the model, training
-and sampling; below the banner further down is only plumbing (command line, files, checkpoints, Ctrl-C).
+In a notebook, paste this file into a cell and run it, or: import bigram; bigram.main(['--max_iters=50'])
+Every setting below can be given as --name=value. The ideas come first: the settings, the model, training,
+sampling and main(); below the banner further down is only plumbing (command line, files, checkpoints).
 """
 import ast, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, urllib.request, warnings
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
@@ -12,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# files go beside this script, or into the current folder where there is none (a notebook cell)
+HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'bigram.py')))
 # ---------------------------------------------------------------------------------- settings
 input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
 input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -34,7 +36,6 @@ num_chars = 500       # characters to generate
 temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
 top_k = 0             # sample among the k likeliest characters only (0: all)
 sample_file = ''      # also write the sample to this file
-SETTINGS = {k: v for k, v in globals().items() if k[0].islower() and isinstance(v, (bool, int, float, str))}
 
 # ---------------------------------------------------------------------------------- the model
 class Bigram(nn.Module):
@@ -94,7 +95,7 @@ class Run:
 
 def train(model, run, train_data, val_data):
     stop = threading.Event()  # Ctrl-C ends the run cleanly at the end of the step
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    before = signal.signal(signal.SIGINT, lambda *_: stop.set())
     last = min(max_iters, run.step + stop_after) if stop_after else max_iters
     clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
     while run.step < last:
@@ -117,7 +118,7 @@ def train(model, run, train_data, val_data):
             sys.exit(130)
         if run.step % eval_interval == 0 and run.step < last:
             print(f'step {run.step}: val loss {split_loss(model, val_data):.4f}')
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, before)
 
 def finish(model, run, train_data, val_data):  # the final line, and the checkpoint
     print(f'final: train loss {split_loss(model, train_data):.4f}, val loss {split_loss(model, val_data):.4f}')
@@ -130,8 +131,15 @@ def sample(model, chars):
     context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
     return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
 
-def main():
-    apply_overrides(sys.argv[1:])
+def main(args=None):  # args as on the command line (['--name=value', ...]); None: the command line
+    before = {k: globals()[k] for k in SETTINGS}  # put back at the end: a notebook may call main again
+    try:
+        train_and_sample(args)
+    finally:
+        globals().update(before)
+
+def train_and_sample(args):
+    start(args)  # the settings given, and the output
     ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
     text = None if sample_only else read_text(input_file, ckpt)
     chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
@@ -146,16 +154,28 @@ def main():
         run = start_run(model, chars, ckpt)
         train(model, run, train_data, val_data)
         finish(model, run, train_data, val_data)
-    generated = sample(model, chars)
-    print(generated)
-    if sample_file:
-        write_atomically(sample_file, lambda f: f.write(generated.encode('utf-8')))
+    show(sample(model, chars))  # printed, and written to sample_file
 
 # =============================================================================================================
 # Here ends what there is to learn about a bigram model. Below is plumbing: settings from the command line, the
 # text and its download, checkpoints. A reader may stop here.
 # =============================================================================================================
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
+NAMES = list(globals())  # the settings: every name from input_file to sample_file, as written at the top
+SETTINGS = {k: globals()[k] for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
+
+def start(args):  # the settings given (the command line only where this file is the program run: not in a
+    # notebook's kernel, whose own arguments are not settings, nor when imported), and the output
+    program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '<cell>'))
+    apply_overrides(sys.argv[1:] if args is None and program else list(args or []))
+    for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe or a file;
+        if hasattr(stream, 'reconfigure'):  # characters a console cannot show, escaped (\u0436)
+            stream.reconfigure(line_buffering=True, errors='backslashreplace')
+
+def show(text):  # the sample, on the console and in sample_file (exact UTF-8, whatever the console)
+    print(text)
+    if sample_file:
+        write_atomically(sample_file, lambda f: f.write(text.encode('utf-8')))
 
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
     print(f'error: {message}', file=sys.stderr)

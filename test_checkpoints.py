@@ -98,11 +98,10 @@ def test_loss_scaling_backs_off_skips_the_step_and_resumes(tmp_path, monkeypatch
     # scale must come back from the checkpoint
     sys.path.insert(0, str(ROOT))
     import gpt
-    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, dtype='float16',
-                            device='cpu', max_iters=10, checkpoint=str(tmp_path / 'gpt.pt')).items():
+    for name, value in dict(dtype='float16', device='cpu', max_iters=10, checkpoint=str(tmp_path / 'gpt.pt')).items():
         monkeypatch.setattr(gpt, name, value)
     torch.manual_seed(0)
-    model = gpt.GPT(vocab_size=12)
+    model = gpt.GPT(gpt.Config(12, n_layer=2, n_head=2, n_embd=32, block_size=16, pair_rows=gpt.pair_rows, dropout=0.0))
     run = gpt.start_run(model, 'abcdefghijkl', None)
     x, y = torch.randint(12, (4, 16)), torch.randint(12, (4, 16))
     gpt.set_learning_rates(run)
@@ -263,7 +262,11 @@ def test_input_file_without_read_permission(tmp_path):
 
 
 @pytest.mark.parametrize('script, args, fragment', [
-    ('gpt.py', ['--n_layer=-1'], 'n_layer must be positive, or 0 to choose it'),
+    ('gpt.py', ['--n_layer=-1'], 'n_layer must be positive'),
+    ('gpt.py', ['--n_layer=0'], 'n_layer must be positive'),  # a 0 typed by mistake is refused, not chosen
+    ('gpt.py', ['--batch_size=0'], 'batch_size must be positive'),
+    ('gpt.py', ['--block_size=0'], 'block_size must be positive'),
+    ('gpt.py', ['--dropout=-1.0'], 'dropout must be in [0, 1)'),
     ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
     ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),

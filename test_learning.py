@@ -16,12 +16,19 @@ sys.path.insert(0, str(ROOT))
 import gpt  # noqa: E402
 
 VOCAB = 65  # Tiny Shakespeare's
+T = 16  # the tiny model's block_size
+CONFIG = gpt.Config(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, block_size=T, pair_rows=gpt.pair_rows,
+                    dropout=0.0)
+
+
+def tiny(**changes):  # the tiny model, with these changes to its shape
+    return gpt.GPT(CONFIG._replace(**changes))
 
 
 @pytest.fixture(autouse=True)
-def tiny_model(monkeypatch):
-    """Every test builds a tiny model on the CPU, from seed 0; a test changes further settings on top."""
-    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, device='cpu').items():
+def tiny_settings(monkeypatch):
+    """Every test runs on the CPU, from seed 0, with the tiny model's windows; a test changes more on top."""
+    for name, value in dict(block_size=T, device='cpu').items():
         monkeypatch.setattr(gpt, name, value)
     torch.manual_seed(0)
 
@@ -30,8 +37,8 @@ def tiny_model(monkeypatch):
 def test_the_loss_at_initialisation_is_a_uniform_guess():
     # the small initial weights give near-equal logits: the model starts knowing nothing, and is not
     # confidently wrong about anything (that would start the loss well above ln(vocab))
-    model = gpt.GPT(VOCAB)
-    xy = torch.randint(VOCAB, (8, gpt.block_size + 1))
+    model = tiny()
+    xy = torch.randint(VOCAB, (8, T + 1))
     with torch.no_grad():
         loss = model(xy[:, :-1], xy[:, 1:]).item()
     assert abs(loss - math.log(VOCAB)) < 0.1, loss
@@ -39,10 +46,10 @@ def test_the_loss_at_initialisation_is_a_uniform_guess():
 
 @pytest.mark.parametrize('precision', ['training', 'bfloat16', 'sampling'])
 def test_no_position_sees_the_characters_after_it(precision):
-    model = gpt.GPT(VOCAB).train()  # dropout is 0, so training mode is deterministic too
+    model = tiny().train()  # dropout is 0, so training mode is deterministic too
     if precision == 'sampling':
         model.eval().to(torch.float16)  # a half-precision model on a CPU: attention in float32
-    idx = torch.randint(VOCAB, (4, gpt.block_size))
+    idx = torch.randint(VOCAB, (4, T))
     changed = idx.clone()
     changed[:, 10:] = (idx[:, 10:] + 1) % VOCAB  # every character from position 10 on replaced by another
     # bfloat16 autocast on a CPU: gpt.py's explicit attention (the masked softmax), not the fused kernel
@@ -58,8 +65,7 @@ def test_the_explicit_attention_is_the_fused_one(T, S):
     # each query sees the keys up to its own position, the last T of S
     queries, k, v = torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8)
     every = F.scaled_dot_product_attention(queries, k, v, is_causal=True)  # all S queries at once
-    attn = gpt.CausalSelfAttention().eval()
-    assert torch.allclose(attn.explicit(queries[:, :, -T:], k, v), every[:, :, -T:], atol=1e-6)
+    assert torch.allclose(gpt.explicit_attention(queries[:, :, -T:], k, v, 0.0), every[:, :, -T:], atol=1e-6)
 
 
 # ---------------------------------------------------------------------- training
@@ -68,8 +74,8 @@ def test_one_batch_can_be_learned_by_heart(monkeypatch):
     # can only do if the gradients reach every layer and gpt.py's optimizers and schedule turn them into steps
     monkeypatch.setattr(gpt, 'warmup_iters', 10)
     monkeypatch.setattr(gpt, 'max_iters', 200)
-    model = gpt.GPT(VOCAB)
-    xy = torch.randint(VOCAB, (4, gpt.block_size + 1))
+    model = tiny()
+    xy = torch.randint(VOCAB, (4, T + 1))
     run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
     while run.step < gpt.max_iters:  # as gpt.train does, on the same batch every time
         gpt.set_learning_rates(run)
@@ -84,7 +90,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
     for name, value in dict(warmup_iters=100, max_iters=1000, muon_lr=0.02, embed_lr=0.1, pair_lr=0.005,
                             lr=0.003).items():
         monkeypatch.setattr(gpt, name, value)
-    model = gpt.GPT(VOCAB)
+    model = tiny()
     run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
     muon = run.optimizers[0]
     held = [id(p) for opt in run.optimizers for group in opt.param_groups for p in group['params']]
@@ -111,8 +117,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
 # ---------------------------------------------------------------------- evaluation
 def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     monkeypatch.setattr(gpt, 'block_size', 8)
-    monkeypatch.setattr(gpt, 'dropout', 0.5)  # split_loss must turn it off itself
-    model = gpt.GPT(VOCAB)
+    model = tiny(dropout=0.5)  # split_loss must turn it off itself
     torch.nn.init.normal_(model.head.weight, std=1.0)  # confident logits: the windows' losses differ widely
     # 70 windows of 8 and 5 characters to spare: a full batch of 64 windows, a partial one of 6, and a remainder
     # too short for a window, which is not scored
@@ -130,9 +135,8 @@ def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # (bfloat16: the CPU's explicit attention)
 def test_eval_mode_turns_dropout_off(monkeypatch, dtype):
-    monkeypatch.setattr(gpt, 'dropout', 0.5)
-    model = gpt.GPT(VOCAB)
-    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    model = tiny(dropout=0.5)
+    idx = torch.randint(VOCAB, (2, T))
     with torch.no_grad(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
         model.eval()
         assert torch.equal(model(idx), model(idx))
@@ -142,12 +146,11 @@ def test_eval_mode_turns_dropout_off(monkeypatch, dtype):
 
 @pytest.mark.parametrize('p', [0.1, 0.3])
 def test_dropout_zeroes_its_share_and_keeps_the_mean(monkeypatch, p):
-    monkeypatch.setattr(gpt, 'dropout', p)
     x = torch.ones(200_000)
-    dropped = gpt.drop(x, training=True)
+    dropped = gpt.drop(x, p)
     assert abs((dropped == 0).float().mean() - p) < 0.005  # about 5 standard errors
     assert abs(dropped.mean() - 1) < 0.01 and torch.allclose(dropped.unique(), torch.tensor([0, 1 / (1 - p)]))
-    assert gpt.drop(x, training=False) is x
+    assert gpt.drop(x, 0.0) is x
 
 
 # ---------------------------------------------------------------------- sampling
@@ -193,8 +196,8 @@ def test_the_logits_depend_on_relative_positions_only():
     # a query and a key turn by angles that grow with their positions, so their product depends only on how far
     # apart they are: the same characters give the same logits wherever they stand (what lets the KV cache and
     # generate's sliding window number positions as they do)
-    model = gpt.GPT(VOCAB).eval()
-    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    model = tiny().eval()
+    idx = torch.randint(VOCAB, (2, T))
     with torch.no_grad():
         assert torch.allclose(model(idx), model(idx, start=1000), atol=1e-5)
 
@@ -204,10 +207,9 @@ def test_the_order_of_earlier_characters_matters(monkeypatch):
     # reversing the characters before the last one would leave the last one's logits as they were (to 2e-8, float
     # rounding, measured). Rotary positions are the model's only sense of order. (With two layers the first layer's
     # outputs would already differ, and the test could not tell.)
-    monkeypatch.setattr(gpt, 'n_layer', 1)
-    monkeypatch.setattr(gpt, 'pair_rows', 0)  # (the pair table would see the changed character before the last)
-    model = gpt.GPT(VOCAB).eval()
-    idx = torch.randint(VOCAB, (1, gpt.block_size))
+    # (without the pair table, which would see the changed character before the last)
+    model = tiny(n_layer=1, pair_rows=0).eval()
+    idx = torch.randint(VOCAB, (1, T))
     reversed_before = torch.cat((idx[:, :-1].flip(1), idx[:, -1:]), dim=1)
     with torch.no_grad():
         change = (model(idx)[0, -1] - model(reversed_before)[0, -1]).abs().max()
@@ -223,22 +225,21 @@ def without_attention(model):  # each position's logits from its own embeddings 
 
 @torch.no_grad()
 def test_the_pair_table_gives_each_position_the_character_before_it(monkeypatch):
-    model = without_attention(gpt.GPT(VOCAB).eval())
+    model = without_attention(tiny().eval())
     a, b = torch.tensor([[1, 5, 7]]), torch.tensor([[2, 5, 7]])  # differ in the first character only
     assert (model(a)[0, 1] - model(b)[0, 1]).abs().max() > 1e-3  # the second position sees it (0.07 measured)
     assert torch.allclose(model(a)[0, 2], model(b)[0, 2])  # the third sees only the second, the same in both
     # a window's first character has none before it, as in training, unless told which (as the KV cache is)
     assert torch.allclose(model(a[:, 1:])[0, 0], model(b[:, 1:])[0, 0])
     assert torch.allclose(model(a[:, 1:], before=a[:, :1])[0, 0], model(a)[0, 1], atol=1e-6)
-    monkeypatch.setattr(gpt, 'pair_rows', 0)  # without the table, nothing else would carry it
-    model = without_attention(gpt.GPT(VOCAB).eval())
+    model = without_attention(tiny(pair_rows=0).eval())  # without the table, nothing else carries it
     assert torch.allclose(model(a)[0, 1], model(b)[0, 1])
 
 
 def test_a_large_vocabulary_shares_the_pair_tables_rows():
-    model = gpt.GPT(3000)  # 9 million pairs (CJK texts have thousands of characters)
-    assert model.pairs.num_embeddings == gpt.pair_rows < 3001 * 3000
-    idx = torch.randint(3000, (2, gpt.block_size))
+    model = tiny(vocab_size=3000)  # 9 million pairs (CJK texts have thousands of characters)
+    assert model.pairs.num_embeddings == CONFIG.pair_rows < 3001 * 3000
+    idx = torch.randint(3000, (2, T))
     assert model(idx, idx).isfinite()  # every pair has a row
 
 
@@ -246,12 +247,12 @@ def test_a_large_vocabulary_shares_the_pair_tables_rows():
 def test_qk_norm_undoes_any_scale_of_the_queries_and_keys():
     # each head's queries and keys are normed before their product, so weights that make them 10 times larger
     # change nothing; without the norm the attention scores would grow 100-fold (the logits moved by 0.1, measured)
-    model = gpt.GPT(VOCAB).eval()
-    idx = torch.randint(VOCAB, (2, gpt.block_size))
+    model = tiny().eval()
+    idx = torch.randint(VOCAB, (2, T))
     with torch.no_grad():
         before = model(idx)
         for block in model.blocks:
-            block.attn.qkv.weight[:2 * gpt.n_embd] *= 10  # the rows that make the queries and the keys
+            block.attn.qkv.weight[:2 * CONFIG.n_embd] *= 10  # the rows that make the queries and the keys
         after = model(idx)
     assert torch.allclose(before, after, atol=1e-3), (before - after).abs().max()  # 7e-5 measured (layer_norm's eps)
 

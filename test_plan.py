@@ -3,6 +3,7 @@ The step times are made up here (a step takes its multiply-adds at a fixed rate)
 fast this machine is; the timing itself is measured by `python bench.py budget`, not tested."""
 import math, sys, time
 import pytest
+import torch
 from test_smoke import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -15,14 +16,13 @@ NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 def machine(monkeypatch):
     """A machine that multiplies at `rate` multiply-adds a second, and the sizes it was asked to time."""
     timed = []
-    def time_step(size, vocab_size, amp, drop=0.0):
+    def time_step(size, vocab_size, precision, dropout_p=0.0):
         timed.append(tuple(size[k] for k in NAMES))
-        return gpt.work(size) / machine.rate * (1.5 if drop else 1)  # dropout: a dearer step, as on a CPU
+        return gpt.work(size) / machine.rate * (1.5 if dropout_p else 1)  # dropout: a dearer step, as on a CPU
     machine.rate, machine.timed = 1e10, timed
     monkeypatch.setattr(gpt, 'time_step', time_step)
-    for name in NAMES + ('max_iters',):
-        monkeypatch.setattr(gpt, name, 0)
-    monkeypatch.setattr(gpt, 'dropout', -1.0)
+    for name in NAMES + ('max_iters', 'dropout', 'eval_interval'):
+        monkeypatch.setattr(gpt, name, 'auto')
     return machine
 
 
@@ -32,7 +32,7 @@ def seconds_for(size, steps):  # what `steps` steps of SIZES[size] take on the m
 
 def test_the_largest_size_that_trains_enough_steps_in_time(machine):
     seconds = seconds_for(2, gpt.MIN_STEPS) * 1.1  # the third size fits, the fourth does not
-    size, step_time, why = gpt.plan_model(65, 10_000_000, None, seconds)
+    size, step_time, why = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds)
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[2]
     assert step_time == pytest.approx(seconds_for(2, 1))
     assert machine.timed == gpt.SIZES[:3]  # the fourth, 4x slower by its arithmetic, was not worth timing
@@ -41,42 +41,37 @@ def test_the_largest_size_that_trains_enough_steps_in_time(machine):
 
 def test_a_size_timed_too_slow_is_passed_over(machine):
     seconds = seconds_for(1, gpt.MIN_STEPS) * 0.5  # the second size takes twice the time there is
-    size, _, why = gpt.plan_model(65, 10_000_000, None, seconds)
+    size, _, why = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds)
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0]
     assert machine.timed == gpt.SIZES[:2] and 'would take' in why and 'about' not in why
 
 
 def test_a_slow_machine_still_gets_the_smallest_size(machine):
-    size, _, _ = gpt.plan_model(65, 10_000_000, None, seconds_for(0, 300))  # not even MIN_STEPS of the smallest
+    size, _, _ = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds_for(0, 300))  # not even MIN_STEPS of the smallest
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and machine.timed == gpt.SIZES[:1]
 
 
 def test_a_small_text_gets_a_smaller_model(machine):
     # a text that gives the second size fewer than MIN_STEPS steps in max_passes passes, however fast the machine
     n_train = gpt.MIN_STEPS * 24 * 128 / gpt.max_passes * 0.9
-    size, _, why = gpt.plan_model(65, int(n_train / 0.9), None, 1e9)
+    size, _, why = gpt.plan_model(65, int(n_train / 0.9), {}, 'float32', 1e9)
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and 'too small' in why
 
 
 def test_sizes_given_are_kept_and_the_batch_is_shared_among_processes(machine, monkeypatch):
-    monkeypatch.setattr(gpt, 'n_layer', 2)
     monkeypatch.setattr(gpt, 'WORLD', 5)
-    size, _, _ = gpt.plan_model(65, 10_000_000, None, seconds_for(1, gpt.MIN_STEPS) * 1.1)
+    size, _, _ = gpt.plan_model(65, 10_000_000, {'n_layer': 2}, 'float32', seconds_for(1, gpt.MIN_STEPS) * 1.1)
     assert size['n_layer'] == 2 and size['batch_size'] % 5 == 0 and size['batch_size'] >= 24
-    monkeypatch.setattr(gpt, 'max_iters', 10)
-    for name, value in zip(NAMES, (2, 2, 32, 16, 10)):
-        monkeypatch.setattr(gpt, name, value)
     machine.timed.clear()
-    size, step_time, why = gpt.plan_model(65, 10_000_000, None, 1.0)
+    given = dict(zip(NAMES, (2, 2, 32, 16, 10)), max_iters=10)
+    size, step_time, why = gpt.plan_model(65, 10_000_000, given, 'float32', 1.0)
     assert size == dict(zip(NAMES, (2, 2, 32, 16, 10))) and step_time is None and why == 'as given'
     assert machine.timed == []  # nothing left to time: passing the printed values back involves no clock
 
 
-def test_the_steps_fill_the_time_left_after_evaluations(machine, monkeypatch):
-    for name, value in zip(NAMES, gpt.SIZES[1]):
-        monkeypatch.setattr(gpt, name, value)
+def test_the_steps_fill_the_time_left_after_evaluations(machine):
     n_train, step_time, seconds = 5_000_000, 0.1, 300.0  # a large text: about 2 passes, no dropout
-    plan = gpt.plan_training(n_train, step_time, seconds)
+    plan = gpt.plan_training(n_train, dict(zip(NAMES, gpt.SIZES[1])), {}, step_time, seconds)
     tokens = 24 * 128
     evaluated = min(n_train // 9, gpt.eval_chars)  # an evaluation reads at most eval_chars
     every = round(10 * evaluated / tokens)
@@ -87,15 +82,16 @@ def test_the_steps_fill_the_time_left_after_evaluations(machine, monkeypatch):
 
 
 def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monkeypatch):
-    for name, value in dict(START=time.time(), time_budget=300.0, compile=False, WORLD=1).items():
+    for name, value in dict(time_budget=300.0, compile=False, WORLD=1, dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
+    monkeypatch.setattr(gpt, 'muon_in_float32', lambda: None)  # (it would change torch for the other tests)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.13  # 4 x 192 at 130 ms a step
-    settings, why = gpt.plan(65, 1_111_111, None)  # 1,000,000 characters to train on
-    n_train = int(0.9 * 1_111_111)
-    monkeypatch.setattr(gpt, 'dropout', 0.0)
-    without = gpt.plan_training(n_train, 0.13, 0.95 * 300.0)  # the steps that fit without dropout: 6 to 12 passes
+    text = torch.zeros(1_111_111, dtype=torch.uint8)  # 1,000,000 characters to train on
+    settings, why = gpt.plan(65, text, None, time.time())
+    n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[1]))
+    assert {k: settings[k] for k in NAMES} == size
+    without = gpt.plan_training(n_train, size, {'dropout': 0.0}, 0.13, 0.95 * 300.0)  # 6 to 12 passes
     assert 6 <= without['max_iters'] * 24 * 128 / n_train < 12
-    assert settings['dropout'] == 0.1 and 'ms with dropout' in why  # 0.1 from 6 passes, and timed with it
+    assert settings['dropout'] == 0.1 and 'ms with dropout' in why['model']  # 0.1 from 6 passes, timed with it
     assert settings['max_iters'] == pytest.approx(without['max_iters'] / 1.5, rel=0.02)
-    monkeypatch.setattr(gpt, 'dropout', -1.0)
-    assert gpt.plan_training(100_000, 0.1, 300.0)['dropout'] == 0.3  # 24 passes and more
+    assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 24 passes and more

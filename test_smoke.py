@@ -107,17 +107,16 @@ def test_bigram_reaches_the_best_bigram_loss(tmp_path):
 def test_kv_cache_gives_the_same_logits(monkeypatch):
     sys.path.insert(0, str(ROOT))
     import gpt
-    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0).items():  # (0: chosen)
-        monkeypatch.setattr(gpt, name, value)
     torch.manual_seed(0)
-    model = gpt.GPT(vocab_size=20).eval()
-    idx = torch.randint(20, (1, gpt.block_size))
+    model = gpt.GPT(gpt.Config(20, n_layer=2, n_head=2, n_embd=32, block_size=32, pair_rows=gpt.pair_rows,
+                               dropout=0.0)).eval()
+    idx = torch.randint(20, (1, 32))
     with torch.no_grad():
         full = model(idx)  # every position's logits, the whole window at once
-        caches = [gpt.KVCache() for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
+        caches = [gpt.KVCache(32) for _ in model.blocks]  # a prompt of 8, then one character at a time through the cache
         stepped = torch.cat([model(idx[:, :8], caches=caches)] +
                             [model(idx[:, t:t + 1], caches=caches, start=t, before=idx[:, t - 1:t])
-                             for t in range(8, gpt.block_size)], dim=1)
+                             for t in range(8, 32)], dim=1)
     assert torch.allclose(full, stepped, atol=1e-5), (full - stepped).abs().max()
     monkeypatch.setattr(gpt, 'temperature', 0)  # greedy, so that both generations must pick the same characters
     assert torch.equal(model.generate(idx[:, :5], 40, use_cache=True), model.generate(idx[:, :5], 40, use_cache=False))
@@ -128,10 +127,11 @@ def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
     # characters (as in training), cached or not; a cache that slides its window along would differ from layer 2 on
     sys.path.insert(0, str(ROOT))
     import gpt
-    for name, value in dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, temperature=0).items():
-        monkeypatch.setattr(gpt, name, value)
+    monkeypatch.setattr(gpt, 'temperature', 0)
     torch.manual_seed(0)
-    model = gpt.GPT(vocab_size=20).eval()
+    block_size = 16
+    model = gpt.GPT(gpt.Config(20, n_layer=2, n_head=2, n_embd=32, block_size=block_size,
+                               pair_rows=gpt.pair_rows, dropout=0.0)).eval()
     with torch.no_grad():
         for p in model.parameters():  # large random weights: every prediction depends on its whole context
             p.normal_(std=0.3)
@@ -145,10 +145,10 @@ def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
     begin, reference = 0, []
     with torch.no_grad():
         for t in range(5, 5 + n):  # predicting cached[:, t]
-            if t - begin > gpt.block_size:
-                begin = t - gpt.block_size // 2
+            if t - begin > block_size:
+                begin = t - block_size // 2
             reference.append(model(cached[:, begin:t])[:, -1])
-    assert begin > 4 * gpt.block_size  # it did go well past the window
+    assert begin > 4 * block_size  # it did go well past the window
     for i, (with_cache, without, expected) in enumerate(zip(seen[:n], seen[n:], reference)):
         assert torch.allclose(with_cache, expected, atol=1e-4), (i, (with_cache - expected).abs().max())
         assert torch.allclose(without, expected, atol=1e-4), (i, (without - expected).abs().max())
@@ -284,7 +284,7 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
               '--warmup_iters=5', '--eval_interval=10')
     assert out.returncode == 0, out.stderr
     evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
-    at_the_end = float(re.search(r'^val loss (\d+\.\d+) at the end, .*: keeping that model$', out.stdout, re.M)[1])
+    at_the_end = float(re.search(r'^val loss (\d+\.\d+) at the end, .*: keeping it$', out.stdout, re.M)[1])
     assert len(evaluated) == 14 and at_the_end > min(evaluated)  # it did over-train
     assert final_losses(out.stdout)[1] == min(evaluated)  # and reports the best model
     ckpt = torch.load(tmp_path / 'm.pt', weights_only=True)
@@ -353,3 +353,44 @@ def test_bench_runs_every_part_tiny(part):
     assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stdout + out.stderr
     for pattern, times in BENCH_FIGURES[part].items():
         assert len(re.findall(pattern, out.stdout, re.M)) == times, (pattern, out.stdout)
+
+
+# ---------------------------------------------------------------------- what a person sees
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_each_line_reaches_a_pipe_when_printed(script, text_file, tmp_path):
+    # `python gpt.py | tee run.log`: without PYTHONUNBUFFERED (which this machine sets, a user's does not),
+    # Python holds a pipe's output in a block buffer; each line must arrive while the run goes on
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), '--device=cpu', f'--input_file={text_file}',
+                             f'--checkpoint={tmp_path / "m.pt"}', *TINY[script], '--max_iters=1000000',
+                             '--log_interval=1', '--eval_interval=1000000'],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**env, 'OMP_NUM_THREADS': '1'})
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        for _ in range(600):  # up to 60 s for the second progress line
+            if any(line.startswith('step 2/') for line in lines):
+                break
+            reader.join(0.1)
+        assert proc.poll() is None, 'the run ended'  # still training: the lines came as they were printed
+        assert lines[0].startswith('device cpu') and any(l.startswith('step 2/') for l in lines), lines
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_sample_in_any_alphabet_prints_on_a_console_that_cannot_show_it(script, tmp_path, monkeypatch):
+    # a Windows console redirected (cp1252) cannot encode Cyrillic: the sample is printed with those
+    # characters escaped, no traceback, and sample_file holds it exactly, in UTF-8
+    path, sample = tmp_path / 'russian.txt', tmp_path / 'sample.txt'
+    path.write_text('Мой дядя самых честных правил, когда не в шутку занемог.\n' * 40, encoding='utf-8')
+    monkeypatch.setenv('PYTHONIOENCODING', 'cp1252')
+    out = run(script, f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', *TINY[script],
+              '--max_iters=5', '--num_chars=40', f'--sample_file={sample}', '--prompt=Мой')
+    assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr
+    generated = sample.read_text(encoding='utf-8')
+    assert generated.startswith('Мой') and len(generated) == 43
+    assert generated.encode('ascii', 'backslashreplace').decode('ascii') in out.stdout

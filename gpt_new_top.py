@@ -1,0 +1,885 @@
+"""A character-level GPT, trained from scratch on one text file (Tiny Shakespeare unless told so).
+
+    python gpt.py                                       train on input.txt, save gpt.pt, print a sample
+    python gpt.py --input_file=my_text.txt              train on your own text (any UTF-8 text)
+    python gpt.py --sample_only=True --prompt="ROMEO:"  sample from gpt.pt without training
+    python gpt.py --resume=True                         go on training from gpt.pt
+    torchrun --standalone --nproc_per_node=8 gpt.py     train on 8 GPUs (or 8 CPU processes)
+In a notebook, paste this file into a cell and run it, or: import gpt; gpt.main(['--input_file=a.txt'])
+The ideas come first: settings, model, data, training, sampling, main(); the plumbing is below them.
+"""
+import ast, collections, contextlib, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, timeit, warnings
+import urllib.request
+IMPORTED = time.time()  # run as a program, the time budget counts from here, importing torch included
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+# files go beside this script, or into the current folder where there is none (a notebook cell)
+HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))
+# ---------------------------------------------------------------------------------------- settings
+# Each can be given as --name=value. 'auto' leaves it to the plan (below the banner), which fits
+# the model and the run to the time, the machine and the text; the start lines say what it chose.
+input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
+input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/' \
+    'input.txt'  # where Tiny Shakespeare comes from
+checkpoint = os.path.join(HERE, 'gpt.pt')  # written at every evaluation and at the end
+resume = False          # go on training from the checkpoint instead of starting afresh?
+sample_only = False     # only load the checkpoint and generate?
+time_budget = 300.0     # how many seconds may the whole run take, start to sample, on this machine?
+n_layer = 'auto'        # how many transformer blocks?
+n_head = 'auto'         # how many attention heads in each block?
+n_embd = 'auto'         # how wide is the residual stream?
+block_size = 'auto'     # what is the maximum context length for predictions?
+batch_size = 'auto'     # how many sequences per step, over all processes together?
+max_iters = 'auto'      # how many optimizer steps? (the learning rate reaches zero at the last)
+max_passes = 50         # at most how many passes over the training text? (more only memorise it)
+dropout = 'auto'        # what share of activations is dropped in training? (more, the more passes)
+eval_interval = 'auto'  # how many steps between evaluations? (each keeps the best model so far)
+eval_chars = 250_000    # at most how many validation characters does an evaluation read?
+stop_after = 0          # end this run after this many steps, and save? (0: never; resume goes on)
+warmup_iters = 100      # how many steps of linear learning-rate warm-up?
+lr = 3e-3               # AdamW's learning rate (the output head)
+embed_lr = 0.1          # AdamW's rate for the embedding table, which learns faster with more
+pair_rows = 16384       # rows of the table embedding each character with the one before (0: none)
+pair_lr = 0.003         # AdamW's rate for that table, whose rows are each seen far less often
+muon_lr = 0.02          # Muon's learning rate (the blocks' weight matrices)
+grad_clip = 1.0         # clip the gradient norm to this (0: don't)
+log_interval = 50       # how many steps between progress lines?
+seed = 1337             # seeds the initial weights, the batches and the sample
+GPU, MAC = torch.cuda.is_available(), torch.backends.mps.is_available()
+device = 'cuda' if GPU else 'mps' if MAC else 'cpu'  # where to train? (--device=cpu: on the CPU)
+dtype = 'auto'          # the matmuls' precision: float32, bfloat16, float16 (auto: the fastest here)
+compile = 'auto'        # torch.compile the model? (auto: on a GPU, where it pays for itself)
+prompt = ''             # what text does the sample continue? ('': the vocabulary's first character)
+num_chars = 500         # how many characters to generate?
+temperature = 1.0       # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
+top_k = 0               # sample among the k likeliest characters only (0: all)
+sample_file = ''        # also write the sample to this file
+
+# ---------------------------------------------------------------------------------------- the model
+# the model's shape: the settings of the same names, once chosen (a checkpoint keeps them)
+Config = collections.namedtuple('Config', 'vocab_size n_layer n_head n_embd block_size pair_rows dropout')
+
+def rotate(x, cos, sin):  # rotary positions: each channel pair turned by an angle that grows with it
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+class KVCache:
+    """One layer's keys and values of the window so far: a new character costs one position."""
+    def __init__(self, block_size):
+        self.block_size, self.kv, self.seen = block_size, None, 0  # kv (2, B, nh, block_size, hs)
+
+    def add(self, k, v):  # k, v (B, nh, T, hs) -> the keys and values cached so far, these included
+        if self.kv is None:  # room for one window: generate starts a new cache before it is full
+            self.kv = k.new_empty(2, k.size(0), k.size(1), self.block_size, k.size(3))
+        self.kv[:, :, :, self.seen:self.seen + k.size(2)] = torch.stack((k, v))
+        self.seen += k.size(2)
+        return self.kv[:, :, :, :self.seen]
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention: each position gathers from itself and the positions before it."""
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.dropout = config.n_head, config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # all heads' q, k and v
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, cache=None):
+        B, T, C = x.shape
+        hs = C // self.n_head
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        v = qkv[2]
+        # QK-norm: each head's queries and keys are normed, so that no update blows up the scores;
+        # then turned by position, and back to the values' precision (autocast norms in float32)
+        q, k = rotate(F.layer_norm(qkv[:2], (hs,)), cos, sin).type_as(v)
+        if cache is not None:
+            k, v = cache.add(k, v)
+        y = attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side again
+
+class SwiGLU(nn.Module):
+    """The MLP: half of its units gate the other half (better than GELU here; TUNING.md)."""
+    def __init__(self, config):
+        super().__init__()
+        hidden = 8 * config.n_embd // 3  # two halves this wide: the weights of the usual 4x MLP
+        self.up = nn.Linear(config.n_embd, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, config.n_embd, bias=False)
+
+    def forward(self, x):
+        gate, value = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * value)
+
+def norm(config):  # each position to zero mean and unit variance; learned gains did not help
+    return nn.LayerNorm(config.n_embd, elementwise_affine=False)
+
+class Block(nn.Module):
+    """Communication (attention), then computation (MLP), each added to the residual stream."""
+    def __init__(self, config):
+        super().__init__()
+        self.dropout = config.dropout
+        self.ln1, self.attn = norm(config), CausalSelfAttention(config)
+        self.ln2, self.mlp = norm(config), SwiGLU(config)
+
+    def forward(self, x, cos, sin, cache=None):
+        p = self.dropout if self.training else 0.0
+        x = x + drop(self.attn(self.ln1(x), cos, sin, cache), p)
+        return x + drop(self.mlp(self.ln2(x)), p)
+
+class GPT(nn.Module):
+    """Characters in, the next character's logits out: embeddings, the blocks, a norm and a head."""
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        V, C = config.vocab_size, config.n_embd
+        self.embed = nn.Embedding(V, C)
+        # each character with the one before it, as a pair: what a trigram counts, there from the
+        # start rather than assembled by attention (lower on an order-2 Markov text; TUNING.md)
+        rows = min(config.pair_rows, (V + 1) * V)  # a row for every pair, or shared past pair_rows
+        self.pairs = nn.Embedding(rows, C) if rows else None
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f, self.head = norm(config), nn.Linear(C, V, bias=False)
+        for name, p in self.named_parameters():  # small weights, and branches that start near zero
+            small = name.endswith(('proj.weight', 'down.weight'))
+            nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer) if small else 0.02)
+
+    def forward(self, idx, targets=None, caches=None, start=0, before=None):  # idx (B, T)
+        hs = self.config.n_embd // self.config.n_head
+        freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
+        positions = torch.arange(start, start + idx.size(1), device=idx.device)
+        angles = positions[:, None] * freqs  # (T, hs/2)
+        x = self.embed(idx)  # (B, T, C)
+        if self.pairs is not None:  # the character before each: `before` (B, 1) first, or none (V)
+            V = self.config.vocab_size
+            first = torch.full_like(idx[:, :1], V) if before is None else before
+            previous = torch.cat((first, idx[:, :-1]), dim=1)  # (B, T)
+            x = x + self.pairs((previous * V + idx) % self.pairs.num_embeddings)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        for block, cache in zip(self.blocks, caches or [None] * len(self.blocks)):
+            x = block(x, cos, sin, cache)
+        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    @torch.inference_mode()
+    def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
+        # Each character is predicted as in training, from a window of at most block_size. A cache
+        # cannot slide along (above the first layer its keys hold characters that have left), so a
+        # full window starts afresh from its last half: the cache computes what recomputing would
+        T = self.config.block_size
+        def fresh(window):  # (1, t) -> its logits, and the caches that now hold it
+            caches = [KVCache(T) for _ in self.blocks] if use_cache else None
+            return self(window, caches=caches), caches
+        begin = max(0, idx.size(1) - T)  # where the window starts in idx
+        logits, caches = fresh(idx[:, begin:])
+        for _ in range(n):
+            idx = torch.cat((idx, pick_next(logits[:, -1].float())), dim=1)
+            if idx.size(1) - begin > T:  # full: keep its last half, rounded up
+                begin = idx.size(1) - (T + 1) // 2
+                logits, caches = fresh(idx[:, begin:])
+            elif use_cache:  # one new position, its keys and values added to the cache
+                at = idx.size(1) - 1 - begin
+                logits = self(idx[:, -1:], caches=caches, start=at, before=idx[:, -2:-1])
+            else:  # the whole window again: what the cache saves
+                logits = self(idx[:, begin:])
+        return idx
+
+def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1)
+
+# ---------------------------------------------------------------------------------------- the data
+# read_data (below the banner) turns the text into integers: the vocabulary is every distinct
+# character in order, and each character becomes its place in it (the lecture's stoi)
+def split_data(data):  # the first 90% to train on, the rest to validate
+    n_train = int(0.9 * len(data))
+    return data[:n_train].to(device), data[n_train:].to(device)
+
+def get_batch(data, gen):  # every process draws the same batch_size windows and keeps its own share
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)[RANK::WORLD]
+    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)].long()  # (B, T + 1)
+    return xy[:, :-1], xy[:, 1:]
+
+@torch.no_grad()
+def split_loss(model, data, amp):  # the mean cross-entropy over the split's windows, one after another
+    starts = eval_windows(data)  # (or, on a large text, eval_chars' worth of them evenly spread)
+    model.eval()
+    total = 0.0
+    for i in range(0, len(starts), 64):
+        ix = starts[i:i + 64, None] + torch.arange(block_size + 1)  # (64, T + 1)
+        xy = data[ix.to(device)].long()
+        with amp:
+            total += model(xy[:, :-1], xy[:, 1:]).item() * len(xy)
+    model.train()
+    return total / len(starts)
+
+# ---------------------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class Run:
+    """A run besides the weights: what a checkpoint keeps, so that a resumed run goes on exactly."""
+    vocab: str
+    optimizers: list
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # draws the batches
+    step: int = 0
+    best: tuple = (math.inf, 0, None)  # the best evaluated val loss, its step, and those weights
+
+def make_optimizers(model):  # Muon takes only the blocks' weight matrices, AdamW the rest
+    named = list(model.named_parameters())
+    matrices = [p for name, p in named if p.ndim == 2 and name.startswith('blocks')]
+    rest = [p for name, p in named if not name.startswith(('blocks', 'embed', 'pairs'))]
+    pairs = [model.pairs.weight] if model.pairs is not None else []
+    groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
+              dict(params=rest, lr=lr)]
+    return [torch.optim.Muon(matrices, lr=muon_lr, weight_decay=0, ns_steps=3),  # 3 do as well as 5
+            torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
+
+def set_learning_rates(run):  # warm up, then decay linearly to zero at max_iters
+    warm = min(warmup_iters, max_iters // 2)  # (a short run still reaches its peak, and ends at 0)
+    factor = min((run.step + 1) / (warm + 1), (max_iters - run.step) / max(1, max_iters - warm))
+    groups = [g for opt in run.optimizers for g in opt.param_groups]
+    for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # the rates given now, always
+        group['lr'] = peak * factor
+
+def optimizer_step(model, run, loss):  # backward, and one step of every optimizer
+    run.scaler.scale(loss).backward()  # float16 only: the loss scaled up, so that gradients survive
+    for opt in run.optimizers:
+        run.scaler.unscale_(opt)  # and the gradients back down, so that clipping sees the true ones
+    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if grad_clip:
+        nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
+    # float16: where a gradient overflowed, the scaler would skip only the optimizer that saw it,
+    # while clipping has zeroed the others' gradients (momentum would still move them): all skip
+    overflowed = run.scaler.is_enabled() and not norm.isfinite()
+    for opt in run.optimizers:
+        if not overflowed:
+            run.scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+    run.scaler.update()  # float16: the scale halves after an overflow, and grows again after a calm
+
+def evaluate(model, run, val_data, amp):  # the val loss; keeps the best model so far (texts overfit)
+    val_loss = split_loss(model, val_data, amp)
+    if val_loss < run.best[0]:
+        run.best = (val_loss, run.step, {k: v.clone() for k, v in model.state_dict().items()})
+    best, at = run.best[:2]
+    print(f'step {run.step}: val loss {val_loss:.4f} (best {best:.4f} at step {at})')
+
+def seed_dropout(step):  # dropout's masks: new at each step and in each process, the same on resume
+    torch.manual_seed(seed + WORLD * step + RANK)  # (seeds the GPU's and the Mac's generators too)
+
+def train(model, run, train_data, val_data, amp):
+    net = compiled(model, train_data, amp) if compile else model
+    net = DistributedDataParallel(net) if DDP else net
+    last = min(max_iters, run.step + stop_after) if stop_after else max_iters
+    clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
+    with stop_signals() as stop:  # Ctrl-C (or torchrun's SIGTERM) ends the run after a step
+        while run.step < last:
+            set_learning_rates(run)
+            x, y = get_batch(train_data, run.gen)
+            seed_dropout(run.step)
+            with amp:
+                loss = net(x, y)
+            optimizer_step(model, run, loss)
+            run.step += 1
+            # everything that follows is just diagnostics: progress lines, stopping, evaluations
+            if run.step % log_interval == 0 or run.step == last or DDP or stop.is_set():
+                clock = check_in(model, run, loss, last, clock, stop)
+            if MASTER and run.step % eval_interval == 0 and run.step < max_iters:
+                evaluate(model, run, val_data, amp)
+                save_checkpoint(model, run)
+                clock = (time.time(), run.step)  # evaluation time is not training time
+    if MASTER and run.step < max_iters:  # --stop_after: the run as it stands, to go on from
+        save_checkpoint(model, run)
+        print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; --resume=True goes on')
+
+def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
+    val_loss = split_loss(model, val_data, amp)
+    best_val, best_step, best_weights = run.best
+    if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
+        print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping that')
+        model.load_state_dict(best_weights)
+        val_loss = best_val
+    # the train loss over a stretch as long as the validation split (the whole takes 9x as long)
+    train_loss = split_loss(model, train_data[:len(val_data)], amp)
+    read = len(eval_windows(val_data)) * block_size
+    part = f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
+    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}' +
+          ('' if read >= len(val_data) - block_size else part))
+    save_checkpoint(model, run)
+    print(f'saved {checkpoint}')
+
+# ---------------------------------------------------------------------------------------- sampling
+def sample(model, chars):
+    stoi = {c: i for i, c in enumerate(chars)}
+    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
+    model.eval().to(sampling_dtype())  # each new character reads every weight
+    return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+
+# ---------------------------------------------------------------------------------------- main
+def main(args=None):  # args as on the command line (['--name=value', ...]); none: the command line
+    given, started = start(args)  # the settings given, the output, the device, the processes
+    ckpt = load_checkpoint(checkpoint, given) if resume or sample_only else None
+    chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
+    check_prompt(chars)
+    # every setting left 'auto' is chosen here, once, before the model is built (see plan)
+    choices, why = plan(len(chars), data, ckpt, started)
+    globals().update(choices)
+    amp = autocast(dtype)
+    torch.manual_seed(seed)
+    config = Config(len(chars), n_layer, n_head, n_embd, block_size, pair_rows, dropout)
+    model = GPT(config).to(device)
+    if ckpt:
+        load_weights(model, ckpt)
+    announce(model, chars, why, data)
+    if data is not None:
+        train_data, val_data = split_data(data)
+        run = start_run(model, chars, ckpt)
+        train(model, run, train_data, val_data, amp)
+        if MASTER and run.step == max_iters:  # only a run that has ended reports and keeps its best
+            finish(model, run, train_data, val_data, amp)
+    if MASTER:
+        show(sample(model, chars))  # printed, and written to sample_file
+    end_processes()
+
+# ==================================================================================================
+# Here ends what there is to learn about a GPT. Below is plumbing: what runs faster on which
+# hardware, the plan, the command line, the text and its download, checkpoints, several processes.
+# ==================================================================================================
+# ---------------------------------------------------------------------------------- faster on some hardware
+def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs)
+    if not q.is_cpu:  # is_causal masks the future; a single new query may see every cached key
+        return F.scaled_dot_product_attention(q, k, v, is_causal=q.size(-2) > 1, dropout_p=dropout_p)
+    if v.dtype == torch.bfloat16:  # a CPU's fused kernel computes bfloat16 in float32, slowly: the
+        return explicit_attention(q, k, v, dropout_p)  # lecture's form is 2x faster (TUNING.md)
+    # in float32 the fused kernel is 3x (training) to 9x (sampling) faster than in a half precision
+    # that the CPU has no instructions for; autocast is off so that it leaves float32 as it is
+    with torch.autocast('cpu', enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=q.size(-2) > 1,
+                                           dropout_p=dropout_p)
+    return y.to(v.dtype)
+
+def explicit_attention(q, k, v, dropout_p):  # the lecture's form: scores, mask, softmax, weighted sum
+    T, S = q.size(-2), k.size(-2)
+    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, S); scaled as q, the smaller
+    seen = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # each query: keys up to its own
+    return drop(scores.masked_fill(~seen, float('-inf')).softmax(dim=-1), dropout_p) @ v
+
+def drop(x, p):  # dropout: each element zeroed with probability p, the rest scaled up by 1 / (1 - p)
+    if p == 0:
+        return x
+    if x.is_cpu:  # F.dropout draws its masks 2x slower on a CPU, which makes random numbers one at a
+        # time: four 16-bit ones per 64-bit draw, 1.6-2.5x faster again (TUNING.md)
+        draws = torch.randint(-2 ** 63, 2 ** 63 - 1, (x.numel() // 4 + 1,)).view(torch.int16)[:x.numel()]
+        kept = draws.view(x.shape) >= min(round(65536 * p), 65535) - 32768  # (each from -32768 to 32767)
+    else:
+        kept = torch.rand(x.shape, device=x.device) >= p
+    return x * kept / (1 - p)  # so that what passes on is as large on average
+
+def sampling_dtype():  # each new character reads every weight: a GPU's are cast once to half precision;
+    # a CPU keeps float32, as fast per character and 5x faster over the half windows generate starts
+    return torch.float32 if device == 'cpu' else getattr(torch, dtype)
+
+def autocast(precision):  # the matmuls in this precision, everything else as it is
+    on = precision != 'float32'
+    return torch.autocast(device.split(':')[0], dtype=getattr(torch, precision), enabled=on)
+
+def pick_dtype():  # the precision to train in, and why: the start line says both
+    if dtype != 'auto':
+        return dtype, 'as asked'
+    if device.startswith('cuda'):  # T4s, V100s and older cards have no bfloat16: float16 with loss scaling
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return ('bfloat16', 'native on this GPU') if native else ('float16', 'this GPU has no native bfloat16')
+    # A CPU with bfloat16 instructions (AVX-512 BF16, AMX) multiplies 1.6-5x faster in it than in float32;
+    # one without (most laptops) emulates it 10-80x slower. Macs have bfloat16 from macOS 14 on, emulated on
+    # M1 and M2 (reported about half float32's speed). Timing one product each way tells which this is.
+    where = 'Mac' if device == 'mps' else 'CPU'
+    wait = torch.mps.synchronize if device == 'mps' else lambda: None  # a Mac's products run asynchronously
+    def fastest(m):  # of six products (the first one warms up)
+        return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
+    m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)  # a GPU needs more
+    try:
+        speedup = fastest(m) / fastest(m.bfloat16())
+    except (RuntimeError, TypeError):  # a Mac before macOS 14
+        speedup = 0.0
+    speedup = first_process_says(speedup)  # (under torchrun every process takes one precision)
+    if speedup == 0:
+        return 'float32', f'no bfloat16 on this {where}'
+    if speedup > 1:
+        return 'bfloat16', f'native on this {where}: {speedup:.1f}x float32\'s matmul speed'
+    return 'float32', f'bfloat16 is emulated on this {where}: {speedup:.2f}x float32\'s matmul speed'
+
+def muon_in_float32():  # training in float32 or float16 (bfloat16 not native, or not asked for): torch.optim.Muon
+    # orthogonalises its updates in bfloat16, which a CPU without it emulates ~15x slower than float32 (864 ms
+    # against 50 ms a step for the 4 x 192 model, half of the whole step), and which a Mac without it cannot
+    # run at all. The same iteration in float32:
+    torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_float32
+
+def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):  # as torch.optim.Muon's, in float32
+    a, b, c = ns_coefficients
+    x = grad.T if grad.size(0) > grad.size(1) else grad  # (the wide way round: the Gram matrix is the smaller)
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if grad.size(0) > grad.size(1) else x
+
+def compiled(model, train_data, amp):  # torch.compile, tried first: it needs Triton (GPU) or a C++ compiler (CPU)
+    start = time.time()
+    x, y = get_batch(train_data, torch.Generator().manual_seed(seed))  # a batch of the shape training uses
+    try:
+        net = torch.compile(model)
+        with amp:
+            loss = net(x, y)
+        loss.backward()  # the forward and backward are compiled now, and the first timed step is a plain one
+    except Exception as e:
+        if MASTER:
+            print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); training without it')
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
+    if MASTER:
+        print(f'compiled the model in {time.time() - start:.0f} s')
+    return net
+
+# ---------------------------------------------------------------------------------- the plan: how large, how long
+SIZES = [  # (n_layer, n_head, n_embd, block_size, batch_size), smallest first
+    (3, 4, 128, 128, 24),  # a laptop's CPU without bfloat16
+    (4, 4, 192, 128, 24),  # two CPU cores with bfloat16
+    (6, 8, 256, 256, 32),  # a fast CPU, a Mac
+    (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
+SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
+SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # what a checkpoint's model is built with
+RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'eval_interval')  # a resumed run keeps them, unless told
+MIN_STEPS = 1000  # a larger model learns more from each step, but with fewer steps than this a smaller wins
+
+def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen; and why, for the start lines
+    # The model's size and the run's length follow the time given, the machine and the text: a slow laptop
+    # trains a smaller model than a GPU, and a small text seen too many times is memorised. A resumed run
+    # goes on as it was planned (its checkpoint holds the plan), and nothing is timed.
+    given = {k: globals()[k] for k in SIZE_NAMES + RUN_NAMES if globals()[k] != 'auto'}
+    if ckpt:  # (load_checkpoint has refused a shape given that differs; a version without pairs: 0 rows)
+        given.update({k: ckpt['settings'].get(k, 0) for k in SHAPE_NAMES})
+        given.update({k: ckpt['settings'][k] for k in RUN_NAMES if k not in given})
+    precision, why_precision = pick_dtype()
+    if precision != 'bfloat16':
+        muon_in_float32()
+    chosen = dict(dtype=precision, compile=device.startswith('cuda') if compile == 'auto' else compile)
+    if data is None:  # sampling only
+        return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision, model='')
+    def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time
+        return 0.95 * time_budget - (time.time() - started) - 40 * chosen['compile']
+    size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
+    n_train = int(0.9 * len(data))
+    training = plan_training(n_train, size, given, step_time, seconds_left())
+    if training['dropout'] and step_time:  # dropout makes a step dearer, a CPU's much dearer: timed with it
+        step_time = first_process_says(time_step(size, vocab_size, precision, training['dropout']))
+        training = dict(plan_training(n_train, size, given, step_time, seconds_left()),
+                        dropout=training['dropout'])
+        why += f'; {step_time * 1000:,.0f} ms with dropout'
+    chosen = everyone_follows(dict(given, **chosen, **size, **training))
+    if chosen['batch_size'] % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
+        fail(f'batch_size ({chosen["batch_size"]}) must divide evenly among {WORLD} processes')
+    return chosen, dict(precision=why_precision, model=why)
+
+def plan_model(vocab_size, n_text, given, precision, seconds):  # the largest size that trains MIN_STEPS
+    fixed = {k: given[k] for k in SIZE_NAMES if k in given}  # steps in time, and why; a size given is kept
+    if len(fixed) == len(SIZE_NAMES) and 'max_iters' in given:
+        return fixed, None, 'as given'
+    candidates = [{**dict(zip(SIZE_NAMES, size)), **fixed} for size in SIZES]
+    for size in candidates:  # a batch that the processes can share (under torchrun)
+        size['batch_size'] = fixed.get('batch_size') or -(-size['batch_size'] // WORLD) * WORLD
+    chosen, chosen_time, why = None, None, ''
+    for size in candidates:
+        if size == chosen or not possible(size, n_text):
+            continue
+        if chosen and max_passes * 0.9 * n_text < MIN_STEPS * size['batch_size'] * size['block_size']:
+            why = f'; the text is too small for {describe(size)}: fewer than {MIN_STEPS} steps in ' \
+                  f'{max_passes} passes'
+            break  # a text seen too many times is memorised, the more so by a larger model
+        guess = chosen_time * work(size) / work(chosen) if chosen else 0  # its step time, by the arithmetic
+        if guess * MIN_STEPS > 3 * seconds:  # far too slow: not even worth timing
+            why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
+            break
+        step_time = first_process_says(time_step(size, vocab_size, precision))  # (all processes alike)
+        if chosen and step_time * MIN_STEPS > seconds:
+            why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
+            break
+        chosen, chosen_time = size, step_time
+    if not chosen:
+        fail(f'no model of the sizes gpt.py knows fits what was given ({fixed}), or the text, or {WORLD} '
+             f'processes')
+    return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
+
+def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropout and eval_interval
+    tokens = size['batch_size'] * size['block_size']  # per step
+    evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the val split is n_train / 9)
+    every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
+    steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
+    if 'max_iters' not in given:  # the steps that fit: an evaluation reads its windows forward only, about
+        eval_time = evaluated / tokens * step_time / 3 * WORLD  # a third of a step per batch, in the first
+        # process alone, while the others wait; and the end evaluates twice (val and train)
+        affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
+        steps = min(steps, affordable)
+    passes = steps * tokens / n_train
+    # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in
+    # steps of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
+    doublings = int(math.log2(max(1, passes / 3)))
+    drop = given['dropout'] if 'dropout' in given else round(0.1 * min(3, doublings), 1)
+    return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
+def describe(size):
+    return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
+            f'windows, batch {size["batch_size"]}')
+
+def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
+    C, nh = size['n_embd'], size['n_head']
+    shared = size['batch_size'] % WORLD == 0
+    return C % nh == 0 and C // nh % 2 == 0 and shared and n_text >= 10 * (size['block_size'] + 1)
+
+def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and attention, for every character
+    T, C = size['block_size'], size['n_embd']
+    return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
+
+def time_step(size, vocab_size, precision, dropout_p=0.0):  # seconds a training step of this size takes here
+    config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)
+    model = GPT(config).to(device)
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
+    run = Run('', make_optimizers(model), scaler, None)
+    amp = autocast(precision)
+    x = torch.randint(vocab_size, (size['batch_size'] // WORLD, size['block_size']), device=device)
+    times = []
+    try:
+        while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
+            start = time.time()
+            with amp:
+                loss = model(x, x)
+            optimizer_step(model, run, loss)
+            loss.item()  # waits for the device
+            times.append(time.time() - start)
+    except torch.OutOfMemoryError:  # too large for this device: as if it took forever
+        times = [math.inf] * 4
+    return sum(times[1:]) / (len(times) - 1)
+
+# ---------------------------------------------------------------------------------- settings, start-up, output
+SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
+NAMES = list(globals())  # the settings: every name from input_file to sample_file, as written at the top
+SETTINGS = {k: globals()[k] for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
+CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=int, max_iters=int,
+              dropout=float, eval_interval=int, compile=bool)  # what an 'auto' setting is when given
+
+def start(args):  # the settings given, and when the time budget started; the output, device, processes
+    # the command line is read only where this file is the program run (not in a notebook's kernel,
+    # whose own arguments are not settings, nor when imported); called with args, the budget starts now
+    program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '<cell>'))
+    started = IMPORTED if args is None and program else time.time()
+    args = sys.argv[1:] if args is None and program else list(args or [])
+    for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe or a file;
+        if hasattr(stream, 'reconfigure'):  # characters a console cannot show, escaped (\u0436)
+            stream.reconfigure(line_buffering=True, errors='backslashreplace')
+    globals().update(SETTINGS)  # each call starts from the settings as written (a notebook may call again)
+    given = apply_overrides(args)
+    start_processes()  # (and checks the device)
+    return given, started
+
+def show(text):  # the sample, on the console and in sample_file (exact UTF-8, whatever the console)
+    print(text)
+    if sample_file:
+        write_atomically(sample_file, lambda f: f.write(text.encode('utf-8')))
+
+def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
+    print(f'error: {message}', file=sys.stderr)
+    leave(2)
+
+def leave(status):  # end this process; under torchrun at once, for the reasons given at the end of the file
+    if not DDP:
+        sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+def apply_overrides(args):  # --name=value, value a Python literal (taken as it is for text settings)
+    valid = 'valid settings: ' + ', '.join(SETTINGS)
+    for arg in args:
+        name, eq, text = arg.removeprefix('--').partition('=')
+        if not arg.startswith('--') or not eq or name not in SETTINGS:
+            fail(f'unknown setting {arg!r}; {valid}')
+        default = SETTINGS[name]
+        kind = CHOSEN.get(name, type(default))
+        try:
+            value = text if kind is str or text == 'auto' else ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        value = float(value) if kind is float and type(value) is int else value
+        if type(value) is not kind and value != 'auto':
+            fail(f'--{name} must be of type {kind.__name__}, not {text!r}; {valid}')
+        globals()[name] = value
+    def number(k):  # a setting's value, where it is one ('auto' is left to the plan)
+        return globals()[k] if globals()[k] != 'auto' else 1
+    problems = [f'{k} must be positive' for k in ('time_budget', 'max_passes', 'eval_chars', 'log_interval',
+                'n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size', 'max_iters', 'eval_interval')
+                if number(k) <= 0]
+    problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'warmup_iters', 'num_chars', 'top_k',
+                 'pair_rows', 'temperature', 'grad_clip', 'lr', 'embed_lr', 'pair_lr', 'muon_lr')
+                 if not 0 <= globals()[k] < 1e30]
+    if CHOSEN['n_embd'] == type(n_embd) == type(n_head) and (n_embd % n_head or (n_embd // n_head) % 2):
+        problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
+    if not (dropout == 'auto' or 0 <= dropout < 1):
+        problems.append('dropout must be in [0, 1), or auto')
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
+    if problems:
+        fail('; '.join(problems))
+    return {arg.removeprefix('--').partition('=')[0] for arg in args}
+
+def check_device():
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:
+        fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
+    if torch.device(device).type in ('cpu', 'mps'):  # 'cpu:0' is 'cpu', for every test of the device below
+        globals()['device'] = torch.device(device).type
+    if device.startswith('cuda:'):  # so that what is asked of "the GPU" (is_bf16_supported...) is asked of this one
+        torch.cuda.set_device(device)
+    if device.startswith('cuda'):  # float32 matmuls in TF32 on the GPUs that have it (Ampere on): ~8x faster
+        torch.set_float32_matmul_precision('high')
+
+def announce(model, chars, why, data):  # the start lines: what runs where, and every setting
+    if not MASTER:
+        return
+    print(f'device {device}, dtype {dtype} ({why["precision"]}), '
+          f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocabulary {len(chars)}, '
+          f'{WORLD} process{"es" if WORLD > 1 else ""}')
+    if data is not None:
+        n_train = int(0.9 * len(data))
+        print(f'model {describe(globals())}: {why["model"]}')
+        print(f'training {max_iters} steps: {max_iters * batch_size * block_size / n_train:.1f} passes over '
+              f'{n_train:,} characters, dropout {dropout}, evaluating every {eval_interval} steps')
+    print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
+
+def check_in(model, run, loss, last, clock, stop):  # at progress lines (and, under torchrun, every step):
+    # reading the loss makes the CPU wait for the GPU, so a lone process reads it only to log it; several
+    # processes must agree at every step whether any of them was asked to stop
+    loss, stopping = agree(loss, stop.is_set()).tolist()
+    if not math.isfinite(loss):
+        fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint is untouched')
+    if MASTER and (run.step % log_interval == 0 or run.step == last):
+        clock = log_progress(run.step, last, loss, clock)
+    if stopping:
+        interrupt(model, run)
+    return clock
+
+def log_progress(step, last, loss, clock):  # one progress line; returns the clock for the next one
+    dt = (time.time() - clock[0]) / (step - clock[1])
+    print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
+          f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
+    return time.time(), step
+
+@contextlib.contextmanager
+def stop_signals():  # an Event set by Ctrl-C or SIGTERM while training; the handlers before, put back after
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+# ---------------------------------------------------------------------------------- the text
+def eval_windows(data):  # the starts of the split's consecutive non-overlapping windows, or of eval_chars'
+    n = (len(data) - 1) // block_size  # worth of them evenly spread (every evaluation costs a bounded time)
+    return torch.linspace(0, n - 1, max(1, min(n, eval_chars // block_size))).round().long() * block_size
+
+SLICE = 2 ** 22  # characters encoded at once: no Python object per character, and little memory for a large text
+def code_points(text, i):  # of text[i:i + SLICE]
+    return torch.frombuffer(bytearray(text[i:i + SLICE].encode('utf-32-le')), dtype=torch.int32)
+
+def write_atomically(path, write):  # a crash while writing leaves the old file as it was
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        fail(f'cannot write {path}: {e.strerror}')
+def download_tiny_shakespeare(path):
+    try:
+        data = urllib.request.urlopen(input_url, timeout=60).read()
+        problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
+    except (OSError, ValueError) as e:
+        problem = f'failed ({e})'
+    if problem:
+        fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
+    write_atomically(path, lambda f: f.write(data))
+    print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
+
+def vocabulary(text):  # every distinct character, in order
+    counts = sum(torch.bincount(code_points(text, i), minlength=0x110000) for i in range(0, len(text), SLICE))
+    return ''.join(map(chr, counts.nonzero().flatten().tolist()))
+
+def encode(text, chars):  # the characters as integers (the lecture's [stoi[c] for c in text]), in the smallest type
+    index = torch.zeros(0x110000, dtype=torch.int32)  # code point -> its place in the vocabulary
+    index[[ord(c) for c in chars]] = torch.arange(len(chars), dtype=torch.int32)
+    small = torch.uint8 if len(chars) <= 256 else torch.int16 if len(chars) <= 2 ** 15 else torch.int32
+    data = torch.empty(len(text), dtype=small)  # 1 byte a character for up to 256 distinct ones, not 8
+    for i in range(0, len(text), SLICE):
+        data[i:i + SLICE] = index[code_points(text, i)]
+    return data
+
+def read_data(path, ckpt):  # the text's vocabulary, and the text as integers, checked against what training needs
+    if path == SETTINGS['input_file'] and not os.path.exists(path):
+        download_tiny_shakespeare(path)
+    try:
+        text = pathlib.Path(path).read_bytes().decode('utf-8')
+    except OSError as e:  # missing, a directory, no permission...
+        fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
+    except UnicodeDecodeError as e:
+        fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
+    window = ckpt['settings']['block_size'] if ckpt else SIZES[0][3] if block_size == 'auto' else block_size
+    needed = 10 * (window + 1)  # both splits need at least one window and its next character
+    if len(text) < needed:
+        fail(f'{path} has {len(text)} characters, fewer than the {needed} needed')
+    chars = vocabulary(text)
+    unknown = ''.join(sorted(set(chars) - set(ckpt['vocab']))) if ckpt else ''
+    if unknown:
+        fail(f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
+    chars = ckpt['vocab'] if ckpt else chars
+    return chars, encode(text, chars)
+
+def check_prompt(chars):
+    unknown = ''.join(sorted(set(prompt) - set(chars)))
+    if unknown:
+        fail(f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path, given):  # the model's shape comes from the checkpoint; another one given is an error
+    if not os.path.isfile(path):
+        fail(f'checkpoint {path} does not exist; train first, or pass --checkpoint=PATH')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: never runs code
+    except Exception as e:
+        fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint ({str(e).splitlines()[0][:100]})')
+    origin = ckpt.get('script') if isinstance(ckpt, dict) else None
+    if origin != 'gpt.py':
+        fail(f'{path} is not a gpt.py checkpoint (it comes from {origin or "something else"})')
+    for k in SHAPE_NAMES:  # (a version without pairs: 0 rows)
+        saved, now = ckpt['settings'].get(k, 0), globals()[k]
+        if (now != 'auto' if k in SIZE_NAMES else k in given) and now != saved:
+            fail(f'--{k}={now} does not fit {path}, whose model has {k}={saved}')
+    return ckpt
+
+def load_weights(model, ckpt):
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError:  # other weights' names or shapes: written by another version of this script
+        fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
+
+def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizers, step and batches
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
+    run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed))
+    if ckpt:
+        for opt, state in zip(run.optimizers, ckpt['optimizers']):
+            for saved, now in zip(state['param_groups'], opt.param_groups):  # the settings of now (fused or not
+                saved.update({k: v for k, v in now.items() if k != 'params'})  # on this device...), not the saved
+            try:
+                opt.load_state_dict(state)
+            except ValueError:  # other groups of weights: written by another version of this script
+                fail(f'{checkpoint} holds optimizer state that does not fit this model (from another version of '
+                     f'gpt.py?); it can still be sampled from with --sample_only=True')
+        if ckpt['scaler']:  # empty where it was written in another precision: float16 then starts a new scale
+            run.scaler.load_state_dict(ckpt['scaler'])
+        run.gen.set_state(ckpt['rng'])
+        run.step, run.best = ckpt['step'], ckpt['best']
+        if run.step > max_iters:
+            fail(f'{checkpoint} has trained {run.step} steps already, more than --max_iters={max_iters}')
+    return run
+
+def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
+    if not all(p.isfinite().all() for p in model.parameters()):
+        fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
+    state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
+             'settings': {k: globals()[k] for k in SETTINGS}, 'rng': run.gen.get_state(),
+             'optimizers': [o.state_dict() for o in run.optimizers],
+             'scaler': run.scaler.state_dict(), 'best': run.best}
+    write_atomically(checkpoint, lambda f: torch.save(state, f))
+
+# ---------------------------------------------------------------------------------- processes and signals
+DDP = 'LOCAL_RANK' in os.environ  # under torchrun: one process per device, each taking its share of every batch
+RANK, WORLD, MASTER = 0, 1, True  # MASTER: the first process, the only one that prints, evaluates, saves, samples
+
+def start_processes():
+    global RANK, WORLD, MASTER
+    if DDP and device.startswith('cuda'):  # each process its own GPU, before anything opens GPU 0 in all of them
+        globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
+    check_device()
+    if not DDP:
+        return
+    if device == 'mps':  # gloo, the only backend a Mac has, carries no mps tensors; and a Mac has one GPU
+        fail('torchrun needs CUDA GPUs (NCCL) or the CPU (gloo, with --device=cpu); on a Mac run python gpt.py')
+    if device.startswith('cuda'):
+        torch.cuda.set_device(device)
+        dist.init_process_group('nccl', device_id=torch.device(device))
+    else:
+        dist.init_process_group('gloo')
+    RANK, WORLD = dist.get_rank(), dist.get_world_size()
+    MASTER = RANK == 0
+
+def agree(loss, stop):  # (the mean loss over all processes, > 0 if any asked to stop), on the loss's device:
+    status = torch.stack((loss.detach().float(), torch.tensor(float(stop), device=loss.device)))
+    if DDP:  # NCCL reduces only GPU tensors, gloo CPU ones
+        dist.all_reduce(status)
+    return status / WORLD
+
+def everyone_follows(settings):  # the first process's plan, so that every process trains the same model
+    return {k: v if isinstance(v, str) else first_process_says(v) for k, v in settings.items()}
+
+def first_process_says(number):  # under torchrun, the first process's number (a timing, a setting) in all
+    if DDP:  # (in a tensor: broadcast_object_list needs numpy, which torch does not install)
+        value = torch.tensor(float(number), dtype=torch.float64, device=device)
+        dist.broadcast(value, src=0)
+        number = type(number)(value.item())
+    return number
+
+def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: the first one saves, and all end
+    if MASTER:
+        save_checkpoint(model, run)
+        print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+    end_processes()
+    leave(130)
+
+def end_processes():  # the others wait for the first process's evaluation, so that all part together
+    if DDP:
+        dist.barrier()
+        dist.destroy_process_group()
+
+if __name__ == '__main__':  # (also in a notebook cell that this file is pasted into: it runs there)
+    # Under torchrun every process leaves with os._exit (see leave): gloo's threads outlive destroy_process_group
+    # (once torch._dynamo is imported, as the optimizers do) and can abort a normal exit; and a process that failed
+    # alone (a save that could not be written) must not wait for the others in a collective that never comes
+    try:
+        main()
+    except KeyboardInterrupt:  # outside the training loop there is nothing to save
+        leave(130)
+    except torch.OutOfMemoryError:  # (a GPU's or a Mac's memory; a CPU's runs into the system's limits instead)
+        fail(f'out of memory on {device}: try a smaller model or batch (--n_embd=, --batch_size=)')
+    except RuntimeError as e:  # under torchrun, mostly another process gone: gloo then says "Connection closed"
+        if not DDP:
+            raise
+        fail(f'process {RANK} stopped: {str(e).strip().splitlines()[0][:200]}')
+    if DDP:
+        leave(0)
