@@ -17,10 +17,12 @@
                                         rest) and its limit (its own matmuls alone), natively and capped at AVX2
     python bench.py markov           9. gpt.py's defaults on three texts from an order-2 Markov chain (300,000
                                         characters each), against the best n-gram and the best possible loss
+    python bench.py plot gpt.csv     a run's log as a picture, gpt.png: the train and val loss against the step
+                                        (--reference=1.7008:n-gram adds a line; needs matplotlib)
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import collections, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, tempfile, time, warnings
+import collections, csv, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, tempfile, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -599,6 +601,46 @@ if '--smoke' in args:  # every part at toy sizes, a few seconds each: a check th
     panel_texts = lambda: [('synthetic, 50,000 characters', synthetic_text(50_000)[0], '')]  # not eight large texts
     LARGE, STEP_REPS, MARKOV_CHARS = 200_000, 1, 20_000
 
+def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside it
+    try:
+        import matplotlib
+        matplotlib.use('Agg')  # (no screen needed)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('error: drawing a log needs matplotlib, which gpt.py does not: pip install matplotlib', file=sys.stderr)
+        sys.exit(2)
+    references = [a.split('=', 1)[1].split(':', 1) for a in args if a.startswith('--reference=')]
+    for path in map(Path, paths):
+        try:
+            with open(path, newline='', encoding='utf-8') as f:
+                rows = list(csv.DictReader(f))
+            train = [(int(r['step']), float(r['train_loss'])) for r in rows if r['train_loss']]
+            val = [(int(r['step']), float(r['val_loss'])) for r in rows if r['val_loss']]
+        except (OSError, KeyError, ValueError) as e:
+            print(f'error: {path} is not a log that gpt.py or bigram.py wrote ({e})', file=sys.stderr)
+            sys.exit(2)
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        ax.plot(*zip(*train), label='train loss (at progress lines)', color='tab:blue', linewidth=1)
+        if val:
+            ax.plot(*zip(*val), 'o-', label='val loss (whole split)', color='tab:orange', markersize=3)
+            best = min(val, key=lambda sv: sv[1])
+            ax.plot(*best, '*', color='tab:red', markersize=12, label=f'best: {best[1]:.4f} at step {best[0]}')
+        for value, name in references:
+            ax.axhline(float(value), linestyle='--', color='gray', linewidth=1)
+            ax.text(0.01, float(value), f'{name} {value}', transform=ax.get_yaxis_transform(), fontsize=8,
+                    color='gray', va='bottom')
+        ax.set(xlabel='step', ylabel='loss (nats per character)', title=path.name)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out = path.with_suffix('.png')
+        fig.savefig(out)
+        print(f'drew {out}')
+
+
+if parts[:1] == ['plot']:
+    plot(parts[1:])
+    parts = []
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
      'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,

@@ -7,7 +7,7 @@ In a notebook, paste this file into a cell and run it, or: import bigram; bigram
 Every setting below can be given as --name=value. The ideas come first: the settings, the model, training,
 sampling and main(); below the banner further down is only plumbing (command line, files, checkpoints).
 """
-import ast, dataclasses, hashlib, math, os, pathlib, signal, sys, threading, time, urllib.request, warnings
+import ast, csv, dataclasses, hashlib, io, math, os, pathlib, signal, sys, threading, time, urllib.request, warnings
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
 import torch
 import torch.nn as nn
@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'bigram.py')))
 input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
 input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 checkpoint = os.path.join(HERE, 'bigram.pt')  # written at the end of training
+log_file = 'auto'     # the run's losses, as CSV (auto: bigram.csv beside the checkpoint; '': none)
 resume = False        # continue training from `checkpoint` instead of starting afresh
 sample_only = False   # only load `checkpoint` and generate
 block_size = 256      # characters per window; a bigram only looks one back, so long windows just batch more
@@ -50,13 +51,13 @@ class Bigram(nn.Module):
         return logits if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     @torch.no_grad()
-    def generate(self, idx, n):  # idx (1, T) -> (1, T + n); only the last character matters
+    def generate(self, idx, n, temperature=1.0, top_k=0):  # idx (1, T) -> (1, T + n); the last counts
         for _ in range(n):
-            nxt = pick_next(self(idx[:, -1:])[:, -1])
+            nxt = pick_next(self(idx[:, -1:])[:, -1], temperature, top_k)
             idx = torch.cat((idx, nxt), dim=1)
         return idx
 
-def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
+def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
     logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (the largest at 0: no inf/inf)
@@ -92,6 +93,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     gen: torch.Generator  # draws the batches
     step: int = 0
+    clock: float = 0.0  # when the log's seconds began
+    log_rows: list = None  # the log's rows to write before the next (a resumed run's)
 
 def train(model, run, train_data, val_data):
     stop = threading.Event()  # Ctrl-C ends the run cleanly at the end of the step
@@ -112,24 +115,33 @@ def train(model, run, train_data, val_data):
             fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint written is untouched')
         if run.step % log_interval == 0 or run.step == last:
             clock = log_progress(run.step, last, loss, clock)
+            log_row(run, train_loss=loss)
         if stop.is_set():
             save_checkpoint(model, run)
             print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
             sys.exit(130)
         if run.step % eval_interval == 0 and run.step < last:
-            print(f'step {run.step}: val loss {split_loss(model, val_data):.4f}')
+            val_loss = split_loss(model, val_data)
+            print(f'step {run.step}: val loss {val_loss:.4f}')
+            log_row(run, val_loss=val_loss)
     signal.signal(signal.SIGINT, before)
+    if run.step < max_iters:  # --stop_after: the run as it stands, to go on from
+        save_checkpoint(model, run)
+        print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; resume goes on')
 
 def finish(model, run, train_data, val_data):  # the final line, and the checkpoint
-    print(f'final: train loss {split_loss(model, train_data):.4f}, val loss {split_loss(model, val_data):.4f}')
+    train_loss, val_loss = split_loss(model, train_data), split_loss(model, val_data)
+    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}')
+    log_row(run, train_loss=train_loss, val_loss=val_loss)
     save_checkpoint(model, run)
     print(f'saved {checkpoint}')
 
 # ---------------------------------------------------------------------------------- sampling
-def sample(model, chars):
+def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n characters on
     stoi = {c: i for i, c in enumerate(chars)}
-    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=device)  # (1, T)
-    return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+    where = model.table.weight.device
+    context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=where)  # (1, T)
+    return ''.join(chars[i] for i in model.generate(context, n, temperature, top_k)[0].tolist())
 
 def main(args=None):  # args as on the command line (['--name=value', ...]); None: the command line
     before = {k: globals()[k] for k in SETTINGS}  # put back at the end: a notebook may call main again
@@ -153,8 +165,9 @@ def train_and_sample(args):
         train_data, val_data = split_data(text, chars)
         run = start_run(model, chars, ckpt)
         train(model, run, train_data, val_data)
-        finish(model, run, train_data, val_data)
-    show(sample(model, chars))  # printed, and written to sample_file
+        if run.step == max_iters:  # only a run that has ended reports its final losses
+            finish(model, run, train_data, val_data)
+    show(sample(model, chars, prompt, num_chars, temperature, top_k))  # (and to sample_file)
 
 # =============================================================================================================
 # Here ends what there is to learn about a bigram model. Below is plumbing: settings from the command line, the
@@ -168,6 +181,8 @@ def start(args):  # the settings given (the command line only where this file is
     # notebook's kernel, whose own arguments are not settings, nor when imported), and the output
     program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '<cell>'))
     apply_overrides(sys.argv[1:] if args is None and program else list(args or []))
+    if log_file == 'auto':  # (the run's log beside its checkpoint)
+        globals()['log_file'] = os.path.splitext(checkpoint)[0] + '.csv'
     for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe or a file;
         if hasattr(stream, 'reconfigure'):  # characters a console cannot show, escaped (\u0436)
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
@@ -293,7 +308,59 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
         run.gen.set_state(ckpt['rng'])
         torch.set_rng_state(ckpt['torch_rng'])
         run.step = ckpt['step']
+    start_log(run, resumed=ckpt is not None)
     return run
+
+LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss')
+
+def start_log(run, resumed):  # a new run starts log_file afresh; a resumed one keeps its rows up to its step
+    run.clock = time.time()
+    if not log_file:
+        return
+    rows = []
+    if resumed and os.path.isfile(log_file):
+        try:
+            with open(log_file, newline='', encoding='utf-8') as f:
+                rows = [row for row in csv.DictReader(f) if int(row['step']) <= run.step]
+        except (OSError, ValueError, KeyError, TypeError):  # not a log of this script: started afresh
+            rows = []
+    run.clock -= float(rows[-1]['seconds']) if rows else 0.0  # its seconds go on from where they were
+    run.log_rows = rows  # written with the first new row: a run that fails before it leaves the old log
+
+def log_row(run, **losses):  # one row of log_file, written as it comes: a crash keeps the rows so far
+    if not log_file:
+        return
+    rate = lr * (max_iters - run.step + 1) / max_iters  # (the rate of the step just taken)
+    row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{rate:.6g}',
+               characters=run.step * batch_size * block_size, **{k: f'{v:.4f}' for k, v in losses.items()})
+    if run.log_rows is not None:  # the header, and the rows a resumed run keeps
+        text = io.StringIO()
+        csv.DictWriter(text, LOG_COLUMNS).writeheader()
+        csv.DictWriter(text, LOG_COLUMNS).writerows(run.log_rows)
+        write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
+        run.log_rows = None
+    try:
+        with open(log_file, 'a', newline='', encoding='utf-8') as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
+    except OSError as e:
+        fail(f'cannot write {log_file}: {e.strerror}')
+
+def load(path='bigram.pt', device=None):  # for one's own code: (model, vocabulary), for sample(model, ...)
+    """The table a checkpoint holds, on device (None: a GPU, else a Mac's, else the CPU). Raises
+    FileNotFoundError or ValueError: never exits."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'{path} cannot be loaded: truncated, or not a checkpoint') from e
+    if not isinstance(ckpt, dict) or ckpt.get('script') != 'bigram.py':
+        raise ValueError(f'{path} is not a bigram.py checkpoint')
+    model = Bigram(len(ckpt['vocab']))
+    model.load_state_dict(ckpt['model'])
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    return model.to(device).eval(), ckpt['vocab']
 
 def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
     if not model.table.weight.isfinite().all():

@@ -5,8 +5,8 @@
     python gpt.py --sample_only=True --prompt="ROMEO:" sample from gpt.pt without training
 In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(['--max_iters=20'])
 """
-import ast, collections, contextlib, dataclasses, hashlib, math, os, pathlib, signal, sys
-import threading, time, timeit, urllib.request, warnings
+import ast, collections, contextlib, csv, dataclasses, hashlib, inspect, io, math, os, pathlib
+import signal, sys, threading, time, timeit, urllib.request, warnings
 IMPORTED = time.time()  # run as a program, the time budget counts from here (importing torch too)
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -20,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # 
 # Each can be given as --name=value; plan() (below the banner) chooses the 'auto' ones, and says so
 input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
 checkpoint = os.path.join(HERE, 'gpt.pt')  # written at every evaluation and at the end
+log_file = 'auto'       # the run's losses, as CSV (auto: gpt.csv beside the checkpoint; '': none)
 resume = False          # go on training from the checkpoint instead of starting afresh?
 sample_only = False     # only load the checkpoint and generate?
 time_budget = 300.0     # how many seconds may the whole run take, start to sample, on this machine?
@@ -117,8 +118,7 @@ class GPT(nn.Module):
         self.config = config
         V, C = config.vocab_size, config.n_embd
         self.embed = nn.Embedding(V, C)
-        # each character with the one before it, as a pair: what a trigram counts, there from the
-        # start rather than assembled by attention (lower on an order-2 Markov text; TUNING.md)
+        # each character with the one before it: what a trigram counts, there from the start
         rows = min(config.pair_rows, (V + 1) * V)  # a row for every pair, or shared past pair_rows
         self.pairs = nn.Embedding(rows, C) if rows else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
@@ -146,10 +146,9 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     @torch.inference_mode()
-    def generate(self, idx, n, use_cache=True):  # idx (1, T) -> (1, T + n)
-        # Each character is predicted as in training, from a window of at most block_size. A cache
-        # cannot slide along (above the first layer its keys hold characters that have left), so a
-        # full window starts afresh from its last half: the cache computes what recomputing would
+    def generate(self, idx, n, temperature=1.0, top_k=0, use_cache=True):  # (1, T) -> (1, T + n)
+        # each character is predicted as in training, from at most block_size: a cache cannot slide
+        # (above layer 1 its keys hold characters that left), so a full window restarts from half
         T = self.config.block_size
         def fresh(window):  # (1, t) -> its logits, and the caches that now hold it
             caches = [KVCache(T) for _ in self.blocks] if use_cache else None
@@ -157,7 +156,7 @@ class GPT(nn.Module):
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         logits, caches = fresh(idx[:, begin:])
         for _ in range(n):
-            idx = torch.cat((idx, pick_next(logits[:, -1].float())), dim=1)
+            idx = torch.cat((idx, pick_next(logits[:, -1].float(), temperature, top_k)), dim=1)
             if idx.size(1) - begin > T:  # full: keep its last half, rounded up
                 begin = idx.size(1) - (T + 1) // 2
                 logits, caches = fresh(idx[:, begin:])
@@ -168,7 +167,7 @@ class GPT(nn.Module):
                 logits = self(idx[:, begin:])
         return idx
 
-def pick_next(logits):  # logits (B, vocab) -> (B, 1), as temperature and top_k say
+def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
     logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
@@ -215,6 +214,7 @@ def set_learning_rates(run):  # warm up, then decay linearly to zero at max_iter
     groups = [g for opt in run.optimizers for g in opt.param_groups]
     for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # the rates given now, always
         group['lr'] = peak * factor
+    run.lr = muon_lr * factor
 
 def optimizer_step(model, run, loss):  # backward, and one step of every optimizer
     run.scaler.scale(loss).backward()  # float16 only: the loss scaled up, so that gradients survive
@@ -237,6 +237,7 @@ def evaluate(model, run, val_data, amp):  # the val loss; keeps the best model s
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in model.state_dict().items()})
     print(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
+    log_row(run, val_loss=loss, best_val_loss=run.best[0])
 
 def train(model, run, train_data, val_data, amp):
     net = prepared(model, train_data, amp)  # compiled, and under DDP, where they run
@@ -253,10 +254,10 @@ def train(model, run, train_data, val_data, amp):
             run.step += 1
             # everything that follows is just diagnostics: progress lines, stopping, evaluations
             if run.step % log_interval == 0 or run.step == last or DDP or stop.is_set():
-                clock = check_in(model, run, loss, last, clock, stop)
+                clock, last = check_in(model, run, loss, last, clock, stop)  # (and refit_steps)
             if MASTER and run.step % eval_interval == 0 and run.step < max_iters:
                 evaluate(model, run, val_data, amp)
-                save_checkpoint(model, run)
+                save_checkpoint(model, run, unless_within=60)  # (a save can take seconds)
                 clock = (time.time(), run.step)  # evaluation time is not training time
     if MASTER and run.step < max_iters:  # --stop_after: the run as it stands, to go on from
         save_checkpoint(model, run)
@@ -271,14 +272,15 @@ def finish(model, run, train_data, val_data, amp):  # the final line: the best m
         val_loss = best_val
     train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val: all is 9x)
     print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{how_much_read(val_data)}')
+    log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
     save_checkpoint(model, run)
     print(f'saved {checkpoint}')
 
 # ---------------------------------------------------------------------------------------- sampling
-def sample(model, chars):
-    context = torch.tensor([[chars.index(c) for c in prompt or chars[0]]], device=device)  # (1, T)
-    model.eval().to(sampling_dtype())  # each new character reads every weight
-    return ''.join(chars[i] for i in model.generate(context, num_chars)[0].tolist())
+def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
+    where = next(model.parameters()).device
+    context = torch.tensor([[chars.index(c) for c in prompt or chars[0]]], device=where)  # (1, T)
+    return ''.join(chars[i] for i in model.generate(context, n, temperature, top_k)[0].tolist())
 
 # ---------------------------------------------------------------------------------------- main
 def main(args=None):  # args as on the command line (['--name=value', ...]); None: the command line
@@ -294,24 +296,25 @@ def main(args=None):  # args as on the command line (['--name=value', ...]); Non
         torch.manual_seed(seed)
         config = Config(len(chars), n_layer, n_head, n_embd, block_size, pair_rows, dropout)
         model = GPT(config).to(device)
-        if ckpt:
-            load_weights(model, ckpt)
+        if ckpt:  # sampling takes the best evaluated model; resuming, the latest weights
+            load_weights(model, ckpt, best=sample_only)
         announce(model, chars, why, data)
         if data is not None:
             train_data, val_data = split_data(data)
-            run = start_run(model, chars, ckpt)
+            run = start_run(model, chars, ckpt, why['refit'])
             train(model, run, train_data, val_data, amp)
             if MASTER and run.step == max_iters:  # only a run that has ended reports its best
                 finish(model, run, train_data, val_data, amp)
         if MASTER:
-            show(sample(model, chars))  # printed, and written to sample_file
+            model.eval().to(sampling_dtype())  # each new character reads every weight
+            show(sample(model, chars, prompt, num_chars, temperature, top_k))  # (and sample_file)
         end_processes()
 
 # ==================================================================================================
 # Here ends what there is to learn about a GPT. Below is plumbing: what runs faster on which
 # hardware, the plan, the command line, the text and its download, checkpoints, several processes.
 # ==================================================================================================
-# ---------------------------------------------------------------------------------- faster on some hardware
+# --------------------------------------------------------------------------- faster on some hardware
 def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs)
     if not q.is_cpu:  # is_causal masks the future; a single new query may see every cached key
         return F.scaled_dot_product_attention(q, k, v, is_causal=q.size(-2) > 1, dropout_p=dropout_p)
@@ -374,11 +377,21 @@ def pick_dtype():  # the precision to train in, and why: the start line says bot
         return 'bfloat16', f'native on this {where}: {speedup:.1f}x float32\'s matmul speed'
     return 'float32', f'bfloat16 is emulated on this {where}: {speedup:.2f}x float32\'s matmul speed'
 
+MUON_HOOK = ('grad', 'ns_coefficients', 'ns_steps', 'eps')  # what torch 2.9 to 2.13's Muon calls it with
+
 def muon_in_float32():  # training in float32 or float16 (bfloat16 not native, or not asked for): torch.optim.Muon
     # orthogonalises its updates in bfloat16, which a CPU without it emulates ~15x slower than float32 (864 ms
     # against 50 ms a step for the 4 x 192 model, half of the whole step), and which a Mac without it cannot
-    # run at all. The same iteration in float32:
-    torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_float32
+    # run at all. torch has no public way to choose, so its private function is replaced by the same iteration
+    # in float32, only where it still takes what it took when this was written; elsewhere torch's own runs
+    muon = getattr(torch.optim, '_muon', None)
+    hook = getattr(muon, '_zeropower_via_newtonschulz', None)
+    found = tuple(inspect.signature(hook).parameters) if callable(hook) else None
+    if found == MUON_HOOK or hook is newton_schulz_float32:
+        muon._zeropower_via_newtonschulz = newton_schulz_float32
+    elif MASTER:
+        print(f'torch.optim.Muon has changed inside (its orthogonalisation takes {found}, not {MUON_HOOK}): '
+              f'it runs in bfloat16 as torch has it, which may be slow on this machine')
 
 def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):  # as torch.optim.Muon's, in float32
     a, b, c = ns_coefficients
@@ -433,9 +446,10 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
     precision, why_precision = pick_dtype()
     if precision != 'bfloat16':
         muon_in_float32()
-    chosen = dict(dtype=precision, compile=device.startswith('cuda') if compile == 'auto' else compile)
+    chosen = dict(dtype=precision, compile=device.startswith('cuda') if compile == 'auto' else compile,
+                  log_file=os.path.splitext(checkpoint)[0] + '.csv' if log_file == 'auto' else log_file)
     if data is None:  # sampling only
-        return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision, model='')
+        return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision, model='', refit=None)
     def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time
         return 0.95 * time_budget - (time.time() - started) - 40 * chosen['compile']
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
@@ -449,7 +463,12 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
     chosen = everyone_follows(dict(given, **chosen, **size, **training))
     if chosen['batch_size'] % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
         fail(f'batch_size ({chosen["batch_size"]}) must divide evenly among {WORLD} processes')
-    return chosen, dict(precision=why_precision, model=why)
+    tokens = size['batch_size'] * size['block_size']
+    warm = min(warmup_iters, training['max_iters'] // 2)  # (the steps are refitted as warm-up ends)
+    refit = dict(planned=step_time, n_train=n_train, deadline=started + 0.95 * time_budget, warm=warm,
+                 cap=math.ceil(max_passes * n_train / tokens))
+    planned = 'max_iters' not in given and step_time and not ckpt
+    return chosen, dict(precision=why_precision, model=why, refit=refit if planned else None)
 
 def plan_model(vocab_size, n_text, given, precision, seconds):  # the largest size that trains MIN_STEPS
     fixed = {k: given[k] for k in SIZE_NAMES if k in given}  # steps in time, and why; a size given is kept
@@ -485,17 +504,34 @@ def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropo
     evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the val split is n_train / 9)
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
-    if 'max_iters' not in given:  # the steps that fit: an evaluation reads its windows forward only, about
-        eval_time = evaluated / tokens * step_time / 3 * WORLD  # a third of a step per batch, in the first
-        # process alone, while the others wait; and the end evaluates twice (val and train)
-        affordable = max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
-        steps = min(steps, affordable)
+    if 'max_iters' not in given:
+        steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
     passes = steps * tokens / n_train
     # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in
     # steps of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
     doublings = int(math.log2(max(1, passes / 3)))
     drop = given['dropout'] if 'dropout' in given else round(0.1 * min(3, doublings), 1)
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
+def steps_that_fit(n_train, tokens, step_time, seconds, every):  # the training steps in these seconds:
+    evaluated = min(n_train // 9, eval_chars)  # an evaluation reads its windows forward only, about a third
+    eval_time = evaluated / tokens * step_time / 3 * WORLD  # of a step per batch, in the first process
+    # alone, while the others wait; and the end evaluates twice (val and train)
+    return max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
+
+def refit_steps(run, last, step_time):  # a planned run's steps, refitted to the step as it runs, once its
+    # warm-up is over: the plan timed a plain step at start-up, while training runs compiled, under DDP, on the
+    # text, and a machine may run slower sustained than in its first seconds (TUNING.md, 2026-12-01)
+    fit, run.refit, before = run.refit, None, max_iters
+    step_time = first_process_says(step_time)  # (under torchrun, all alike)
+    left = steps_that_fit(fit['n_train'], batch_size * block_size, step_time, fit['deadline'] - time.time(),
+                          eval_interval)
+    steps = first_process_says(max(run.step + 1, min(run.step + left, fit['cap'])))
+    if MASTER:
+        print(f'step {run.step}: {step_time * 1000:,.0f} ms a step as it runs ({fit["planned"] * 1000:,.0f} '
+              f'planned): {steps:,} steps in all, to end within the time budget')
+    globals()['max_iters'] = steps  # (the plan's last word: the steps, with warm-up over)
+    return steps if last == before else min(last, steps)  # (--stop_after: its part of the run)
 
 def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
@@ -547,6 +583,9 @@ def start(args):  # the settings given, and when the time budget started; the ou
     for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe or a file;
         if hasattr(stream, 'reconfigure'):  # characters a console cannot show, escaped (\u0436)
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
+    if not hasattr(torch.optim, 'Muon'):  # (torch.optim.Muon is new in torch 2.9)
+        fail(f'gpt.py needs torch 2.9 or later, and this is torch {torch.__version__}: '
+             f'pip install --upgrade "torch>=2.9"')
     given = apply_overrides(args)
     start_processes()  # (and checks the device)
     return given, started
@@ -634,17 +673,19 @@ def check_in(model, run, loss, last, clock, stop):  # at progress lines (and, un
     loss, stopping = agree(loss, stop.is_set()).tolist()
     if not math.isfinite(loss):
         fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint is untouched')
-    if MASTER and (run.step % log_interval == 0 or run.step == last):
-        clock = log_progress(run.step, last, loss, clock)
+    if run.step % log_interval == 0 or run.step == last:  # a progress line: the time a step since the last
+        step_time = (time.time() - clock[0]) / (run.step - clock[1])
+        if MASTER:
+            print(f'step {run.step}/{max_iters} | loss {loss:.4f} | {step_time * 1000:.0f} ms/step | '
+                  f'{batch_size * block_size / step_time:,.0f} tokens/s | '
+                  f'{(last - run.step) * step_time / 60:.1f} min left')
+            log_row(run, train_loss=loss)
+        if run.refit and clock[1] > 0 and run.step >= run.refit['warm']:  # (past the first steps' costs)
+            last = refit_steps(run, last, step_time)
+        clock = (time.time(), run.step)
     if stopping:
         interrupt(model, run)
-    return clock
-
-def log_progress(step, last, loss, clock):  # one progress line; returns the clock for the next one
-    dt = (time.time() - clock[0]) / (step - clock[1])
-    print(f'step {step}/{max_iters} | loss {loss:.4f} | {dt * 1000:.0f} ms/step | '
-          f'{batch_size * block_size / dt:,.0f} tokens/s | {(last - step) * dt / 60:.1f} min left')
-    return time.time(), step
+    return clock, last
 
 @contextlib.contextmanager
 def settings_kept():  # every setting put back as it was: main's choices end with it
@@ -762,6 +803,11 @@ class Run:
     gen: torch.Generator  # draws the batches
     step: int = 0
     best: tuple = (math.inf, 0, None)  # the best evaluated val loss, its step, and those weights
+    lr: float = 0.0  # Muon's learning rate at this step (the others follow the same schedule)
+    clock: float = 0.0  # when the log's seconds began
+    log_rows: list = None  # the log's rows to write before the next (a resumed run's)
+    saved: float = -math.inf  # when the checkpoint was last written
+    refit: dict = None  # a planned run's steps, to be refitted as its warm-up ends (see plan)
 def seed_dropout(step):  # dropout's masks: new at each step and in each process, the same on resume
     torch.manual_seed(seed + WORLD * step + RANK)  # (seeds the GPU's and the Mac's generators too)
 
@@ -782,15 +828,42 @@ def load_checkpoint(path, given):  # the model's shape comes from the checkpoint
             fail(f'--{k}={now} does not fit {path}, whose model has {k}={saved}')
     return ckpt
 
-def load_weights(model, ckpt):
+def load_weights(model, ckpt, best):  # the latest weights, or the best model to sample
+    weights, note = best_weights(ckpt) if best else (ckpt['model'], '')
     try:
-        model.load_state_dict(ckpt['model'])
+        model.load_state_dict(weights)
     except RuntimeError:  # other weights' names or shapes: written by another version of this script
         fail(f'{checkpoint} holds weights that do not fit this model (from another version of gpt.py?)')
+    if note:
+        print(note)
 
-def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizers, step and batches
+def best_weights(ckpt):  # the model the run reported; for a run stopped early, its best evaluated one
+    val, step, weights = ckpt.get('best') or (0.0, 0, None)
+    if weights is None or ckpt['step'] >= ckpt['settings']['max_iters']:  # (an ended run saved its best)
+        return ckpt['model'], ''
+    return weights, f'sampling the best model of that run: step {step} of {ckpt["step"]}, val loss {val:.4f}'
+
+def load(path='gpt.pt', device=None):  # for one's own code: (model, vocabulary), for sample(model, ...)
+    """The model a checkpoint holds (its best, as --sample_only=True takes it), in float32 and eval mode on
+    device (None: a GPU, else a Mac's, else the CPU). Raises FileNotFoundError or ValueError: never exits."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'{path} cannot be loaded: truncated, or not a checkpoint') from e
+    if not isinstance(ckpt, dict) or ckpt.get('script') != 'gpt.py':
+        raise ValueError(f'{path} is not a gpt.py checkpoint')
+    shape = {k: ckpt['settings'].get(k, 0) for k in SHAPE_NAMES}  # (a version without pairs: 0 rows)
+    model = GPT(Config(len(ckpt['vocab']), **shape, dropout=0.0))
+    model.load_state_dict(best_weights(ckpt)[0])
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    return model.to(device).eval(), ckpt['vocab']
+
+def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's: optimizers, step...
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
-    run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed))
+    run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed), refit=refit)
     if ckpt:
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
             for saved, now in zip(state['param_groups'], opt.param_groups):  # the settings of now (fused or not
@@ -806,9 +879,46 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
         run.step, run.best = ckpt['step'], ckpt['best']
         if run.step > max_iters:
             fail(f'{checkpoint} has trained {run.step} steps already, more than --max_iters={max_iters}')
+    start_log(run, resumed=ckpt is not None)
     return run
 
-def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
+LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss', 'best_val_loss')
+
+def start_log(run, resumed):  # a new run starts log_file afresh; a resumed one keeps its rows up to its step
+    run.clock = time.time()
+    if not (log_file and MASTER):
+        return
+    rows = []
+    if resumed and os.path.isfile(log_file):
+        try:
+            with open(log_file, newline='', encoding='utf-8') as f:
+                rows = [row for row in csv.DictReader(f) if int(row['step']) <= run.step]
+        except (OSError, ValueError, KeyError, TypeError):  # not a log of this script: started afresh
+            rows = []
+    run.clock -= float(rows[-1]['seconds']) if rows else 0.0  # its seconds go on from where they were
+    run.log_rows = rows  # written with the first new row: a run that fails before it leaves the old log
+
+def log_row(run, **losses):  # one row of log_file, written as it comes: a crash keeps the rows so far
+    if not (log_file and MASTER):
+        return
+    row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{run.lr:.6g}',
+               characters=run.step * batch_size * block_size, **{k: f'{v:.4f}' for k, v in losses.items()})
+    if run.log_rows is not None:  # the header, and the rows a resumed run keeps
+        text = io.StringIO()
+        csv.DictWriter(text, LOG_COLUMNS).writeheader()
+        csv.DictWriter(text, LOG_COLUMNS).writerows(run.log_rows)
+        write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
+        run.log_rows = None
+    try:
+        with open(log_file, 'a', newline='', encoding='utf-8') as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
+    except OSError as e:
+        fail(f'cannot write {log_file}: {e.strerror}')
+
+def save_checkpoint(model, run, unless_within=0):  # never over a good checkpoint with a broken model
+    if time.time() - run.saved < unless_within:  # (at an evaluation: at most once a minute)
+        return
+    run.saved = time.time()
     if not all(p.isfinite().all() for p in model.parameters()):
         fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
     state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,

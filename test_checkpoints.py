@@ -1,9 +1,10 @@
 """Checkpoints, resume, sampling from a saved model, and bad input: every failure is one clear line on stderr,
 exit status 2, and the files on disk stay as they were."""
-import math, os, re, signal, subprocess, sys, time
+import csv, math, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
+from filelock import FileLock
 from test_smoke import ROOT, SCRIPTS, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (a fixture)
 
 CKPT_NAME = {'bigram.py': 'bigram.pt', 'gpt.py': 'gpt.pt'}
@@ -22,34 +23,55 @@ def assert_clear_error(out, *fragments):
 
 @pytest.fixture(scope='session')
 def trained(tmp_path_factory, text_file):
-    """One tiny trained checkpoint per script, shared by the tests that only read it."""
-    folder = tmp_path_factory.mktemp('trained')
-    for script in SCRIPTS:
-        out = run(script, f'--input_file={text_file}', f'--checkpoint={folder / CKPT_NAME[script]}',
-                  '--num_chars=0', *TINY[script])
-        assert out.returncode == 0, out.stderr
+    """One tiny trained checkpoint per script, shared by the tests that only read it (and by pytest-xdist's
+    workers: the first one trains, under a lock, and the others find its files)."""
+    folder = tmp_path_factory.getbasetemp().parent / 'trained'  # (the workers' common folder)
+    with FileLock(f'{folder}.lock'):  # (filelock comes with torch)
+        if not (folder / 'done').is_file():
+            folder.mkdir(exist_ok=True)
+            for script in SCRIPTS:
+                out = run(script, f'--input_file={text_file}', f'--checkpoint={folder / CKPT_NAME[script]}',
+                          '--num_chars=0', *TINY[script])
+                assert out.returncode == 0, out.stderr
+            (folder / 'done').write_text('')
     return folder
 
 
 @pytest.fixture
 def workdir(tmp_path, trained):  # a private copy of the trained checkpoints
-    for p in trained.iterdir():
+    for p in trained.glob('*.pt'):
         (tmp_path / p.name).write_bytes(p.read_bytes())
     return tmp_path
 
 
 # ---------------------------------------------------------------------- resume
+def log_rows(path):  # the log's rows without the clock's seconds, which differ from run to run
+    with open(path, newline='', encoding='utf-8') as f:
+        return [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(f)]
+
+
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path):
-    common = [f'--input_file={text_file}', '--num_chars=0', *TINY[script], '--max_iters=30', '--log_interval=1']
+    # and its log, written as it goes (a crash keeps its rows), goes on in the same file from where it was
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY[script], '--max_iters=30', '--log_interval=1',
+              '--eval_interval=10']
     whole = run(script, *common, f'--checkpoint={tmp_path / "whole.pt"}')
     first = run(script, *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=12')
+    stopped = log_rows(tmp_path / 'split.csv')  # what a crash at step 12 would leave
     second = run(script, *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
     for out in (whole, first, second):
         assert out.returncode == 0, out.stderr
     assert [s for s, _ in step_losses(first.stdout)] == [str(i) for i in range(1, 13)]
     assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
     assert final_losses(second.stdout) == final_losses(whole.stdout)
+    rows = log_rows(tmp_path / 'whole.csv')
+    assert [r['step'] for r in rows if r['train_loss']] == [str(i) for i in range(1, 31)] + ['30']
+    assert [r['step'] for r in rows if r['val_loss']] == ['10', '20', '30']  # (30: the final line's)
+    assert [r['train_loss'] for r in rows if r['train_loss']][:30] == [loss for _, loss in step_losses(whole.stdout)]
+    assert (rows[-1]['train_loss'], rows[-1]['val_loss']) == tuple(f'{v:.4f}' for v in final_losses(whole.stdout))
+    assert int(rows[-1]['characters']) == 30 * 16 * (32 if script == 'gpt.py' else 16)
+    assert [r['step'] for r in stopped] == [str(i) for i in range(1, 11)] + ['10', '11', '12']
+    assert log_rows(tmp_path / 'split.csv')[:13] == stopped and log_rows(tmp_path / 'split.csv') == rows
     a = torch.load(tmp_path / 'whole.pt', weights_only=True)
     b = torch.load(tmp_path / 'split.pt', weights_only=True)
     assert a['step'] == b['step'] == 30
@@ -79,6 +101,32 @@ def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
         re.findall(r'^step \d+: val.*$', whole.stdout, re.M)
     assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
     assert final_losses(second.stdout) == final_losses(whole.stdout)
+
+
+def test_sampling_a_stopped_run_takes_its_best_model(tmp_path):
+    # stopped at step 40, past the turn (as in the test above), the latest weights are not the best: sampling
+    # takes the best evaluated model (what load() gives too), and says so; resuming took the latest
+    rng = torch.Generator().manual_seed(0)
+    path = tmp_path / 'noise.txt'
+    path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
+    ckpt = tmp_path / 'gpt.pt'
+    out = run('gpt.py', f'--input_file={path}', f'--checkpoint={ckpt}', '--num_chars=0', '--n_layer=2',
+              '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=60', '--dropout=0.0',
+              '--warmup_iters=5', '--eval_interval=10', '--stop_after=40')
+    assert out.returncode == 0, out.stderr
+    evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
+    best_step = 10 * (evaluated.index(min(evaluated)) + 1)
+    assert best_step < 40  # past the turn
+    sampled = run('gpt.py', f'--checkpoint={ckpt}', '--sample_only=True', '--num_chars=10')
+    assert sampled.returncode == 0, sampled.stderr
+    note = f'sampling the best model of that run: step {best_step} of 40, val loss {min(evaluated):.4f}'
+    assert note in sampled.stdout
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    model, chars = gpt.load(str(ckpt), device='cpu')
+    saved = torch.load(ckpt, weights_only=True)
+    assert all(torch.equal(w, saved['best'][2][k]) for k, w in model.state_dict().items())
+    assert not all(torch.equal(w, saved['model'][k]) for k, w in model.state_dict().items())
 
 
 @pytest.mark.parametrize('before, after', [('float32', 'float16'), ('float16', 'bfloat16')])
@@ -121,10 +169,10 @@ def test_loss_scaling_backs_off_skips_the_step_and_resumes(tmp_path, monkeypatch
 
 def test_float16_with_loss_scaling_trains_and_resumes(text_file, tmp_path):
     # float16, as on a GPU without bfloat16: the loss is scaled, and the scale is part of what a resume restores
-    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=30', '--log_interval=1',
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=20', '--log_interval=1',
               '--dtype=float16']
     whole = run('gpt.py', *common, f'--checkpoint={tmp_path / "whole.pt"}')
-    first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=12')
+    first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=8')
     second = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
     for out in (whole, first, second):
         assert out.returncode == 0 and out.stderr == '', out.stderr
@@ -336,3 +384,46 @@ def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_fil
               *TINY[script], '--lr=1e29', '--muon_lr=1e29' if script == 'gpt.py' else '--lr=1e29')
     assert_clear_error(out, 'the loss became', 'at step', 'untouched')
     assert snapshot(workdir) == before
+
+
+# ---------------------------------------------------------------------- using a checkpoint from Python
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_loading_a_checkpoint_in_your_own_code_as_readme_shows(script, workdir):
+    # README's lines, as written, in a folder with the script and its checkpoint (in a fresh interpreter)
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    section = readme[readme.index('## From your own Python'):]
+    code = re.search(r'```python\n(.*?)```', section, re.S)[1]
+    if script == 'bigram.py':
+        code = code.replace('gpt', 'bigram')
+    (workdir / script).write_bytes((ROOT / script).read_bytes())
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, cwd=workdir)
+    assert out.returncode == 0 and out.stderr == '', out.stderr
+    assert len(out.stdout.strip()) >= 100 and set(out.stdout.strip()) <= set(text_chars(workdir)), out.stdout
+
+
+def text_chars(workdir):  # the vocabulary of the trained checkpoints (test_smoke's text_file)
+    return set(torch.load(workdir / 'gpt.pt', weights_only=True)['vocab'])
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_load_raises_rather_than_exits(script, workdir):
+    sys.path.insert(0, str(ROOT))
+    module = __import__(script.removesuffix('.py'))
+    with pytest.raises(FileNotFoundError):
+        module.load(str(workdir / 'nope.pt'))
+    (workdir / 'text.pt').write_text('not a checkpoint')
+    other = workdir / ('bigram.pt' if script == 'gpt.py' else 'gpt.pt')
+    for path in (workdir / 'text.pt', other):
+        with pytest.raises(ValueError):
+            module.load(str(path))
+
+
+def test_an_older_torch_is_one_line(tmp_path, text_file):
+    # a notebook's preinstalled torch before 2.9 has no torch.optim.Muon
+    older = ('import runpy, sys, torch; del torch.optim.Muon; sys.argv = sys.argv[1:]; '
+             'runpy.run_path(sys.argv[0], run_name="__main__")')
+    out = subprocess.run([sys.executable, '-c', older, str(ROOT / 'gpt.py'), f'--input_file={text_file}',
+                          f'--checkpoint={tmp_path / "m.pt"}', '--device=cpu'],
+                         capture_output=True, text=True, timeout=60)
+    assert_clear_error(out, 'needs torch 2.9 or later', 'pip install')
+    assert list(tmp_path.iterdir()) == []

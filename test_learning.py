@@ -155,30 +155,26 @@ def test_dropout_zeroes_its_share_and_keeps_the_mean(monkeypatch, p):
 
 # ---------------------------------------------------------------------- sampling
 def test_temperature_zero_takes_the_likeliest(monkeypatch):
-    monkeypatch.setattr(gpt, 'temperature', 0.0)
     logits = torch.randn(100, VOCAB)
-    assert torch.equal(gpt.pick_next(logits)[:, 0], logits.argmax(-1))
+    assert torch.equal(gpt.pick_next(logits, 0.0, 0)[:, 0], logits.argmax(-1))
 
 
 def test_a_tiny_temperature_is_nearly_greedy_and_never_fails(monkeypatch):
-    monkeypatch.setattr(gpt, 'temperature', 1e-38)  # logits / 1e-38 overflow to inf, and softmax(inf) is nan
-    logits = torch.randn(100, VOCAB)
-    assert torch.equal(gpt.pick_next(logits)[:, 0], logits.argmax(-1))
+    logits = torch.randn(100, VOCAB)  # logits / 1e-38 overflow to inf, and softmax(inf) is nan
+    assert torch.equal(gpt.pick_next(logits, 1e-38, 0)[:, 0], logits.argmax(-1))
 
 
 def test_top_k_picks_only_among_the_k_likeliest(monkeypatch):
-    monkeypatch.setattr(gpt, 'top_k', 3)
     logits = torch.tensor([1.0, 0.5, 2.0, 0.0, 1.5, 0.8])  # the likeliest three: 2, 4 and 0
-    picks = gpt.pick_next(logits.expand(10_000, -1))  # 10,000 draws at once, one per row
+    picks = gpt.pick_next(logits.expand(10_000, -1), 1.0, 3)  # 10,000 draws at once, one per row
     assert set(picks.unique().tolist()) == {0, 2, 4}  # each of them, and nothing else
 
 
 @pytest.mark.parametrize('temperature', [1.0, 0.5])
 def test_draws_follow_the_softmax_of_logits_over_temperature(temperature, monkeypatch):
-    monkeypatch.setattr(gpt, 'temperature', temperature)
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
     n = 20_000
-    frequencies = torch.bincount(gpt.pick_next(logits.expand(n, -1))[:, 0], minlength=5) / n
+    frequencies = torch.bincount(gpt.pick_next(logits.expand(n, -1), temperature, 0)[:, 0], minlength=5) / n
     p = F.softmax(logits / temperature, dim=-1)  # T = 0.5 sharpens: 0.56 at temperature 1, 0.83 here
     # each frequency within 4 standard errors of its probability (the draws are seeded: this is no flaky test)
     assert ((frequencies - p).abs() <= 4 * (p * (1 - p) / n).sqrt()).all(), (frequencies, p)

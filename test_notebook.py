@@ -1,6 +1,6 @@
 """The scripts where a learner runs them besides a shell: pasted whole into a Jupyter cell, and imported from a
 notebook, each in a real Jupyter kernel (nbclient and ipykernel are test-only dependencies)."""
-import re, sys, textwrap
+import re, textwrap
 import pytest
 from test_smoke import ROOT, SCRIPTS, TINY, final_losses, text_file  # noqa: F401 (text_file: a fixture)
 

@@ -95,3 +95,21 @@ def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monke
     assert settings['dropout'] == 0.1 and 'ms with dropout' in why['model']  # 0.1 from 6 passes, timed with it
     assert settings['max_iters'] == pytest.approx(without['max_iters'] / 1.5, rel=0.02)
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 24 passes and more
+
+
+def test_a_quick_try_shortens_the_run_and_keeps_the_model(machine):
+    # --max_iters=10 asks for fewer steps of the run the plan would choose, not for the largest model that 10
+    # steps allow (on a 2-core CPU that was 10 s a step)
+    seconds = seconds_for(1, gpt.MIN_STEPS) * 1.1  # the second size fits MIN_STEPS steps, the third does not
+    planned, _, _ = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds)
+    quick, _, _ = gpt.plan_model(65, 10_000_000, {'max_iters': 10}, 'float32', seconds)
+    assert tuple(quick[k] for k in NAMES) == tuple(planned[k] for k in NAMES) == gpt.SIZES[1]
+    training = gpt.plan_training(5_000_000, quick, {'max_iters': 10}, 0.1, seconds)
+    assert training['max_iters'] == 10
+
+
+def test_timing_a_size_leaves_every_setting_as_it_was():
+    before = {k: getattr(gpt, k) for k in gpt.SETTINGS}
+    step_time = gpt.time_step(dict(zip(NAMES, (2, 2, 32, 16, 4))), 65, 'float32', 0.1)
+    assert 0 < step_time < 5
+    assert {k: getattr(gpt, k) for k in gpt.SETTINGS} == before

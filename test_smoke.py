@@ -1,5 +1,6 @@
 """Run every script as a user would: a subprocess, tiny settings, a small text written here, on the CPU."""
-import hashlib, http.server, math, os, platform, re, shutil, socket, subprocess, sys, threading
+import hashlib, http.server, math, os, platform, re, runpy, shutil, signal, socket, subprocess, sys, tempfile
+import threading, time, traceback
 from pathlib import Path
 import pytest
 import torch
@@ -14,11 +15,59 @@ TINY = {  # settings small enough to train in seconds
 SCRIPTS = list(TINY)
 
 
-def run(script, *args, cwd=None, timeout=120):
-    # one thread each: the tiny models gain nothing from two, and pytest -n 2 runs two scripts at once
-    return subprocess.run([sys.executable, str(script if Path(str(script)).is_absolute() else ROOT / script),
-                           '--device=cpu', *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+def environment():  # what a new interpreter would start with (pytest names the test running in it)
+    return {k: v for k, v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}
+
+
+ENVIRONMENT = environment()  # as the tests start (conftest.py has set one thread for torch)
+
+
+def run(script, *args, cwd=None, timeout=120, fresh=False):
+    """`python script --device=cpu args`, as a user runs it: the script as __main__ from its file, with its own
+    arguments, stdout, stderr and exit status. In a new interpreter where asked (fresh) or where a test changed
+    the environment (which torch and Python read as they start); otherwise in a fork of this one, where torch is
+    imported already: of a tiny run's 5 s, a new interpreter spends 4 importing torch and torch._dynamo."""
+    argv = [str(script if Path(str(script)).is_absolute() else ROOT / script), '--device=cpu', *args]
+    if fresh or environment() != ENVIRONMENT:
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdin = open(os.devnull)
+                sys.stdout = open(1, 'w', encoding='utf-8', closefd=False)  # block-buffered, as into a pipe
+                sys.stderr = open(2, 'w', encoding='utf-8', closefd=False, buffering=1)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+                os.chdir(cwd or os.getcwd())
+                sys.argv = argv
+                try:
+                    runpy.run_path(argv[0], run_name='__main__')
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                    if not isinstance(e.code, (int, type(None))):
+                        print(e.code, file=sys.stderr)
+                except BaseException:
+                    traceback.print_exc()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        deadline = time.time() + timeout
+        while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+            if time.time() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(argv, timeout)
+            time.sleep(0.01)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(done[1]),
+                                           out.read().decode('utf-8', 'replace'), err.read().decode('utf-8', 'replace'))
 
 
 def final_losses(stdout):
@@ -31,8 +80,9 @@ def final_losses(stdout):
 def text_file(tmp_path_factory):
     """A small text with plenty to learn: a few verses repeated with variations."""
     lines = ['the quick brown fox jumps over the lazy dog.', 'to be, or not to be: that is the question!',
-             'now is the winter of our discontent;', 'all the world is a stage, and all the men players.']
-    text = '\n'.join(f'{lines[i % 4]} {i % 7}' for i in range(300)) + '\n'
+             'now is the winter of our discontent;', 'all the world is a stage, and all the men players.',
+             'ROMEO: but soft, what light through yonder window breaks?']
+    text = '\n'.join(f'{lines[i % 5]} {i % 7}' for i in range(300)) + '\n'
     path = tmp_path_factory.mktemp('text') / 'small.txt'
     path.write_text(text, encoding='utf-8')
     return path
@@ -42,7 +92,7 @@ def text_file(tmp_path_factory):
 def test_trains_end_to_end(script, text_file, tmp_path):
     ckpt, sample = tmp_path / 'model.pt', tmp_path / 'sample.txt'
     out = run(script, f'--input_file={text_file}', f'--checkpoint={ckpt}', f'--sample_file={sample}',
-              '--num_chars=200', *TINY[script])
+              '--num_chars=200', *TINY[script], fresh=True)  # (fresh: all that a new process says on stderr)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ''  # a normal run says nothing on stderr (torch without numpy would warn there)
     vocab = set(text_file.read_text(encoding='utf-8'))
@@ -51,7 +101,7 @@ def test_trains_end_to_end(script, text_file, tmp_path):
     assert 'tokens/s' in out.stdout and 'ms/step' in out.stdout  # the progress lines
     generated = sample.read_text(encoding='utf-8')
     assert len(generated) == 201 and set(generated) <= vocab  # the first character plus 200 new ones
-    assert generated in out.stdout and ckpt.is_file()
+    assert generated in out.stdout and ckpt.is_file() and (tmp_path / 'model.csv').is_file()  # (and its log)
 
 
 def test_attention_trick_checks_pass():
@@ -65,7 +115,7 @@ def test_attention_trick_checks_pass():
 @pytest.mark.parametrize('arg, message', [('--no_such_setting=3', 'unknown setting'),
                                           ('--max_iters=fast', '--max_iters must be of type int')])
 def test_bad_override_exits_2(script, arg, message):
-    out = run(script, arg)
+    out = run(script, arg, fresh=True)
     assert out.returncode == 2 and message in out.stderr and 'valid settings: input_file' in out.stderr
     assert 'Traceback' not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
@@ -118,8 +168,9 @@ def test_kv_cache_gives_the_same_logits(monkeypatch):
                             [model(idx[:, t:t + 1], caches=caches, start=t, before=idx[:, t - 1:t])
                              for t in range(8, 32)], dim=1)
     assert torch.allclose(full, stepped, atol=1e-5), (full - stepped).abs().max()
-    monkeypatch.setattr(gpt, 'temperature', 0)  # greedy, so that both generations must pick the same characters
-    assert torch.equal(model.generate(idx[:, :5], 40, use_cache=True), model.generate(idx[:, :5], 40, use_cache=False))
+    # greedy (temperature 0), so that both generations must pick the same characters
+    assert torch.equal(model.generate(idx[:, :5], 40, 0.0, use_cache=True),
+                       model.generate(idx[:, :5], 40, 0.0, use_cache=False))
 
 
 def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
@@ -127,7 +178,6 @@ def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
     # characters (as in training), cached or not; a cache that slides its window along would differ from layer 2 on
     sys.path.insert(0, str(ROOT))
     import gpt
-    monkeypatch.setattr(gpt, 'temperature', 0)
     torch.manual_seed(0)
     block_size = 16
     model = gpt.GPT(gpt.Config(20, n_layer=2, n_head=2, n_embd=32, block_size=block_size,
@@ -137,7 +187,7 @@ def test_kv_cache_past_the_window_predicts_from_fresh_windows(monkeypatch):
             p.normal_(std=0.3)
     prompt, n = torch.randint(20, (1, 5)), 100
     seen = []  # the logits of every prediction, in the order made
-    monkeypatch.setattr(gpt, 'pick_next', lambda logits: seen.append(logits) or logits.argmax(-1, keepdim=True))
+    monkeypatch.setattr(gpt, 'pick_next', lambda logits, *_: seen.append(logits) or logits.argmax(-1, keepdim=True))
     cached = model.generate(prompt, n, use_cache=True)
     recomputed = model.generate(prompt, n, use_cache=False)
     assert torch.equal(cached, recomputed)
@@ -188,7 +238,8 @@ def test_download_writes_the_checked_file(lone_script):
     assert 'downloaded Tiny Shakespeare' in out.stdout and 'sha256 checked' in out.stdout
     written = lone_script.parent / 'input.txt'
     assert hashlib.sha256(written.read_bytes()).hexdigest() == hashlib.sha256(SHARED_TEXT.read_bytes()).hexdigest()
-    assert sorted(p.name for p in lone_script.parent.iterdir()) == ['bigram.pt', 'bigram.py', 'input.txt']
+    assert sorted(p.name for p in lone_script.parent.iterdir()) == ['bigram.csv', 'bigram.pt', 'bigram.py',
+                                                                    'input.txt']
 
 
 def test_download_with_wrong_checksum_writes_nothing(lone_script):
@@ -281,8 +332,9 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
     out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
               '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
-              '--warmup_iters=5', '--eval_interval=10')
+              '--warmup_iters=5', '--eval_interval=10', '--log_file=')
     assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt', 'noise.txt']  # --log_file=: no log
     evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
     at_the_end = float(re.search(r'^val loss (\d+\.\d+) at the end, .*: keeping it$', out.stdout, re.M)[1])
     assert len(evaluated) == 14 and at_the_end > min(evaluated)  # it did over-train
@@ -394,3 +446,28 @@ def test_a_sample_in_any_alphabet_prints_on_a_console_that_cannot_show_it(script
     generated = sample.read_text(encoding='utf-8')
     assert generated.startswith('Мой') and len(generated) == 43
     assert generated.encode('ascii', 'backslashreplace').decode('ascii') in out.stdout
+
+
+LOG = 'step,seconds,characters,lr,train_loss,val_loss,best_val_loss\n10,1.0,100,0.01,3.0,,\n10,1.2,100,0.01,,2.9,2.9\n' \
+      '20,2.0,200,0.005,2.5,,\n20,2.2,200,0.005,,2.7,2.7\n30,3.0,300,0.001,2.2,,\n30,3.2,300,0.001,,2.8,2.7\n'
+
+
+def test_bench_draws_a_log(tmp_path):
+    pytest.importorskip('matplotlib')  # (a test-only help for bench.py's drawing; the scripts never need it)
+    (tmp_path / 'run.csv').write_text(LOG)
+    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), 'plot', str(tmp_path / 'run.csv'),
+                          '--reference=1.7008:n-gram'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    png = (tmp_path / 'run.png').read_bytes()
+    assert png.startswith(b'\x89PNG') and len(png) > 10_000
+
+
+def test_bench_without_matplotlib_says_how_to_get_it(tmp_path):
+    (tmp_path / 'run.csv').write_text(LOG)
+    hidden = ('import runpy, sys; sys.modules["matplotlib"] = None; sys.argv = sys.argv[1:]; '
+              'runpy.run_path(sys.argv[0], run_name="__main__")')  # (as if it were not installed)
+    out = subprocess.run([sys.executable, '-c', hidden, str(ROOT / 'bench.py'), 'plot', str(tmp_path / 'run.csv')],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == \
+        'error: drawing a log needs matplotlib, which gpt.py does not: pip install matplotlib'
+    assert not (tmp_path / 'run.png').exists()
