@@ -519,19 +519,23 @@ def steps_that_fit(n_train, tokens, step_time, seconds, every):  # the training 
     # alone, while the others wait; and the end evaluates twice (val and train)
     return max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
 
-def refit_steps(run, last, step_time):  # a planned run's steps, refitted to the step as it runs, once its
-    # warm-up is over: the plan timed a plain step at start-up, while training runs compiled, under DDP, on the
-    # text, and a machine may run slower sustained than in its first seconds (TUNING.md, 2026-12-01)
-    fit, run.refit, before = run.refit, None, max_iters
-    step_time = first_process_says(step_time)  # (under torchrun, all alike)
-    left = steps_that_fit(fit['n_train'], batch_size * block_size, step_time, fit['deadline'] - time.time(),
+def refit_steps(run, last, step_time, steps):  # a planned run's steps, fitted to its step as it runs, at
+    # each progress line once warm-up is over: the plan timed a plain step in the machine's first seconds,
+    # while training runs compiled, under DDP, on the text, and a machine's speed drifts (TUNING.md, 2026-12-01)
+    fit, before = run.refit, max_iters
+    fit['seconds'], fit['steps'] = fit.get('seconds', 0) + step_time * steps, fit.get('steps', 0) + steps
+    mean = first_process_says(fit['seconds'] / fit['steps'])  # since warm-up (under torchrun, all alike)
+    left = steps_that_fit(fit['n_train'], batch_size * block_size, mean, fit['deadline'] - time.time(),
                           eval_interval)
-    steps = first_process_says(max(run.step + 1, min(run.step + left, fit['cap'])))
+    total = first_process_says(max(run.step + 1, min(run.step + left, fit['cap'])))
+    if abs(total - max_iters) <= 0.02 * max_iters and 'refitted' in fit:  # (the schedule changes little)
+        return last
+    fit['refitted'] = True
     if MASTER:
-        print(f'step {run.step}: {step_time * 1000:,.0f} ms a step as it runs ({fit["planned"] * 1000:,.0f} '
-              f'planned): {steps:,} steps in all, to end within the time budget')
-    globals()['max_iters'] = steps  # (the plan's last word: the steps, with warm-up over)
-    return steps if last == before else min(last, steps)  # (--stop_after: its part of the run)
+        print(f'step {run.step}: {mean * 1000:,.0f} ms a step as it runs ({fit["planned"] * 1000:,.0f} '
+              f'planned): {total:,} steps in all, to end within the time budget')
+    globals()['max_iters'] = total  # (the plan's last word, refitted)
+    return total if last == before else min(last, total)  # (--stop_after: its part of the run)
 
 def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
@@ -681,7 +685,7 @@ def check_in(model, run, loss, last, clock, stop):  # at progress lines (and, un
                   f'{(last - run.step) * step_time / 60:.1f} min left')
             log_row(run, train_loss=loss)
         if run.refit and clock[1] > 0 and run.step >= run.refit['warm']:  # (past the first steps' costs)
-            last = refit_steps(run, last, step_time)
+            last = refit_steps(run, last, step_time, run.step - clock[1])
         clock = (time.time(), run.step)
     if stopping:
         interrupt(model, run)

@@ -113,3 +113,19 @@ def test_timing_a_size_leaves_every_setting_as_it_was():
     step_time = gpt.time_step(dict(zip(NAMES, (2, 2, 32, 16, 4))), 65, 'float32', 0.1)
     assert 0 < step_time < 5
     assert {k: getattr(gpt, k) for k in gpt.SETTINGS} == before
+
+
+def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
+    # the plan timed 100 ms a step at start-up; after warm-up the progress lines read 200: the steps left are
+    # those that 200 ms a step fit into the time left, evaluations included; the same again changes nothing
+    for name, value in dict(max_iters=1000, batch_size=24, block_size=128, eval_interval=363, MASTER=True).items():
+        monkeypatch.setattr(gpt, name, value)
+    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 90, warm=100, cap=10 ** 6)
+    run = gpt.Run('', [], None, None, step=100, refit=refit)
+    last = gpt.refit_steps(run, 1000, 0.2, 50)
+    eval_time = 111_111 / (24 * 128) * 0.2 / 3  # a ninth of the text, forward only
+    left = (90 - 2 * eval_time) / (0.2 + eval_time / 363)  # about 412 steps
+    assert gpt.max_iters == last and abs(last - 100 - left) <= 2
+    run.step = 150
+    assert gpt.refit_steps(run, last, 0.2, 50) == last  # 50 steps later, on time: left as it is
+    assert gpt.refit_steps(run, 700, 0.2, 50) == 700  # (--stop_after=600 from step 100: its part of the run)
