@@ -17,6 +17,9 @@
                                         rest) and its limit (its own matmuls alone), natively and capped at AVX2
     python bench.py markov           9. gpt.py's defaults on three texts from an order-2 Markov chain (300,000
                                         characters each), against the best n-gram and the best possible loss
+    python bench.py gpu             10. the check to run first where a GPU is lent (8 minutes at most): the default
+                                        run, torchrun on every GPU against it, float32 resumed in float16, sampling,
+                                        and a profile of ten training steps (--smoke: on the CPU, in seconds)
     python bench.py plot gpt.csv     a run's log as a picture, gpt.png: the train and val loss against the step
                                         (--reference=1.7008:n-gram adds a line; needs matplotlib)
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
@@ -601,6 +604,64 @@ if '--smoke' in args:  # every part at toy sizes, a few seconds each: a check th
     panel_texts = lambda: [('synthetic, 50,000 characters', synthetic_text(50_000)[0], '')]  # not eight large texts
     LARGE, STEP_REPS, MARKOV_CHARS = 200_000, 1, 20_000
 
+def part_gpu():
+    global device
+    device = device if device != 'cpu' or '--smoke' in args or not torch.cuda.is_available() else 'cuda'
+    cuda = device.startswith('cuda')
+    n = torch.cuda.device_count() if cuda else 2  # (on a CPU: two gloo processes)
+    print(f'10. the GPU check on {torch.cuda.get_device_name() if cuda else "the CPU (no GPU)"}, torch '
+          f'{torch.__version__}, {n} device(s)')
+    ckpt = OUT / 'bench_gpu.pt'
+    script = [str(HERE / 'gpt.py'), f'--device={device}', f'--checkpoint={ckpt}', *GPT_ARGS, *TRAIN_ARGS]
+
+    def timed(what, command):  # runs it, prints its wall time and final line, returns (wall, stdout)
+        t = time.time()
+        out = subprocess.run(command, capture_output=True, text=True)
+        wall = time.time() - t
+        final = re.search(r'^(final: .*|stopped at step .*)$', out.stdout, re.M)
+        last = (out.stdout + out.stderr).strip().splitlines() or ['?']
+        print(f'   {what}: {wall:.0f} s, {final[1] if final else "no final line: " + last[-1][:200]}', flush=True)
+        return wall, out.stdout
+    one, out = timed('python gpt.py (defaults)', [sys.executable, *script])
+    planned = re.search(r': ([\d,]+) ms a step here', out)
+    ms = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) ms/step \|', out)) or [math.nan]
+    rate = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) tokens/s \|', out)) or [math.nan]
+    refits = re.findall(r'^step \d+: (.* as it runs .*), to end', out, re.M) or ['never']
+    print(f'   planned {planned[1] if planned else "?"} ms a step, ran a median {ms[len(ms) // 2]:,.0f} ms/step, '
+          f'{rate[len(rate) // 2]:,.0f} tokens/s; refitted: {refits[-1]}')
+    several, _ = timed(f'torchrun, {n} processes', [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                                                    f'--nproc_per_node={n}', *script])
+    print(f'   {n} processes took {several / one:.2f}x the wall time of one')
+    steps = ['--max_iters=60', '--eval_interval=30'] if '--smoke' not in args else ['--max_iters=8', '--eval_interval=4']
+    half = f'--stop_after={steps[1].split("=")[1]}'
+    timed('float32, stopped halfway', [sys.executable, *script, *steps, '--dtype=float32', half])
+    timed('resumed in float16', [sys.executable, *script, *steps, '--dtype=float16', '--resume=True'])
+    t = time.time()
+    out = subprocess.run([sys.executable, *script, '--sample_only=True', '--num_chars=200'], capture_output=True,
+                         text=True)
+    print(f'   --sample_only=True: {time.time() - t:.0f} s, exit status {out.returncode}, '
+          f'{len(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else 0} characters on its last line')
+    ckpt.unlink(missing_ok=True)
+    ckpt.with_suffix('.csv').unlink(missing_ok=True)
+    from torch.profiler import profile, ProfilerActivity
+    if cuda and '--smoke' not in args:  # the lecture's size, as a GPU trains it
+        vars(gpt).update(dict(zip(SIZE_NAMES, gpt.SIZES[3])))
+    step = training_step()
+    for _ in range(3):
+        step()
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize() if cuda else None
+        wall = (time.perf_counter() - t) * 1000
+    events = prof.key_averages()
+    kernels = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
+    print(f'   profile of 10 training steps: kernels {kernels / 1000:,.1f} ms of {wall:,.1f} ms wall '
+          f'({kernels / 1000 / wall:.0%}; {"GPU kernels" if cuda else "CPU operators"})')
+
+
 def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside it
     try:
         import matplotlib
@@ -644,4 +705,4 @@ if parts[:1] == ['plot']:
 for part in parts:
     {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
      'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,
-     'budget': part_budget, 'large': part_large, 'markov': part_markov}[part]()
+     'budget': part_budget, 'large': part_large, 'markov': part_markov, 'gpu': part_gpu}[part]()

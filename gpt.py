@@ -28,7 +28,7 @@ n_layer = 'auto'        # how many transformer blocks?
 n_head = 'auto'         # how many attention heads in each block?
 n_embd = 'auto'         # how wide is the residual stream?
 block_size = 'auto'     # what is the maximum context length for predictions?
-batch_size = 'auto'     # how many sequences per step, over all processes together?
+batch_size = 'auto'     # how many sequences per step in each process? (torchrun: in each of them)
 max_iters = 'auto'      # how many optimizer steps? (the learning rate reaches zero at the last)
 max_passes = 50         # at most how many passes over the training text? (more only memorise it)
 dropout = 'auto'        # what share of activations is dropped in training? (more, the more passes)
@@ -182,9 +182,9 @@ def split_data(data):  # the first 90% to train on, the rest to validate
     n_train = int(0.9 * len(data))
     return data[:n_train].to(device), data[n_train:].to(device)
 
-def get_batch(data, gen):  # every process draws the same batch_size windows and keeps its own share
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=gen)[RANK::WORLD]
-    xy = data[(ix[:, None] + torch.arange(block_size + 1)).to(device)].long()  # (B, T + 1)
+def get_batch(data, gen):  # every process draws all processes' windows and keeps its own batch_size
+    ix = torch.randint(len(data) - block_size, (batch_size * WORLD,), generator=gen)[RANK::WORLD]
+    xy = data[to_device(ix[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
 
 @torch.no_grad()
@@ -253,7 +253,7 @@ def train(model, run, train_data, val_data, amp):
             optimizer_step(model, run, loss)
             run.step += 1
             # everything that follows is just diagnostics: progress lines, stopping, evaluations
-            if run.step % log_interval == 0 or run.step == last or DDP or stop.is_set():
+            if run.step % log_interval == 0 or run.step == last or (stop.is_set() and not DDP):
                 clock, last = check_in(model, run, loss, last, clock, stop)  # (and refit_steps)
             if MASTER and run.step % eval_interval == 0 and run.step < max_iters:
                 evaluate(model, run, val_data, amp)
@@ -461,9 +461,7 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
                         dropout=training['dropout'])
         why += f'; {step_time * 1000:,.0f} ms with dropout'
     chosen = everyone_follows(dict(given, **chosen, **size, **training))
-    if chosen['batch_size'] % WORLD:  # (a batch size given, or resumed; one chosen is chosen so)
-        fail(f'batch_size ({chosen["batch_size"]}) must divide evenly among {WORLD} processes')
-    tokens = size['batch_size'] * size['block_size']
+    tokens = size['batch_size'] * size['block_size'] * WORLD
     warm = min(warmup_iters, training['max_iters'] // 2)  # (the steps are refitted as warm-up ends)
     refit = dict(planned=step_time, n_train=n_train, deadline=started + 0.95 * time_budget, warm=warm,
                  cap=math.ceil(max_passes * n_train / tokens))
@@ -475,13 +473,11 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # the largest si
     if len(fixed) == len(SIZE_NAMES) and 'max_iters' in given:
         return fixed, None, 'as given'
     candidates = [{**dict(zip(SIZE_NAMES, size)), **fixed} for size in SIZES]
-    for size in candidates:  # a batch that the processes can share (under torchrun)
-        size['batch_size'] = fixed.get('batch_size') or -(-size['batch_size'] // WORLD) * WORLD
     chosen, chosen_time, why = None, None, ''
     for size in candidates:
         if size == chosen or not possible(size, n_text):
             continue
-        if chosen and max_passes * 0.9 * n_text < MIN_STEPS * size['batch_size'] * size['block_size']:
+        if chosen and max_passes * 0.9 * n_text < MIN_STEPS * size['batch_size'] * size['block_size'] * WORLD:
             why = f'; the text is too small for {describe(size)}: fewer than {MIN_STEPS} steps in ' \
                   f'{max_passes} passes'
             break  # a text seen too many times is memorised, the more so by a larger model
@@ -500,7 +496,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # the largest si
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
 def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropout and eval_interval
-    tokens = size['batch_size'] * size['block_size']  # per step
+    tokens = size['batch_size'] * size['block_size'] * WORLD  # per step, all processes together
     evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads (the val split is n_train / 9)
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
@@ -512,6 +508,9 @@ def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropo
     doublings = int(math.log2(max(1, passes / 3)))
     drop = given['dropout'] if 'dropout' in given else round(0.1 * min(3, doublings), 1)
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
+def to_device(t):  # a copy to a GPU that the host does not wait for (from pinned memory): it queues ahead
+    return t.pin_memory().to(device, non_blocking=True) if device.startswith('cuda') else t.to(device)
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # the training steps in these seconds:
     evaluated = min(n_train // 9, eval_chars)  # an evaluation reads its windows forward only, about a third
@@ -525,7 +524,7 @@ def refit_steps(run, last, step_time, steps):  # a planned run's steps, fitted t
     fit, before = run.refit, max_iters
     fit['seconds'], fit['steps'] = fit.get('seconds', 0) + step_time * steps, fit.get('steps', 0) + steps
     mean = first_process_says(fit['seconds'] / fit['steps'])  # since warm-up (under torchrun, all alike)
-    left = steps_that_fit(fit['n_train'], batch_size * block_size, mean, fit['deadline'] - time.time(),
+    left = steps_that_fit(fit['n_train'], batch_size * block_size * WORLD, mean, fit['deadline'] - time.time(),
                           eval_interval)
     total = first_process_says(max(run.step + 1, min(run.step + left, fit['cap'])))
     if abs(total - max_iters) <= 0.02 * max_iters and 'refitted' in fit:  # (the schedule changes little)
@@ -541,10 +540,9 @@ def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on {size["block_size"]}-character '
             f'windows, batch {size["batch_size"]}')
 
-def possible(size, n_text):  # heads of even size; a batch that the processes share; both splits hold a window
+def possible(size, n_text):  # heads of even size; both splits hold a window
     C, nh = size['n_embd'], size['n_head']
-    shared = size['batch_size'] % WORLD == 0
-    return C % nh == 0 and C // nh % 2 == 0 and shared and n_text >= 10 * (size['block_size'] + 1)
+    return C % nh == 0 and C // nh % 2 == 0 and n_text >= 10 * (size['block_size'] + 1)
 
 def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and attention, for every character
     T, C = size['block_size'], size['n_embd']
@@ -556,7 +554,7 @@ def time_step(size, vocab_size, precision, dropout_p=0.0):  # seconds a training
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run = Run('', make_optimizers(model), scaler, None)
     amp = autocast(precision)
-    x = torch.randint(vocab_size, (size['batch_size'] // WORLD, size['block_size']), device=device)
+    x = torch.randint(vocab_size, (size['batch_size'], size['block_size']), device=device)
     times = []
     try:
         while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
@@ -667,13 +665,14 @@ def announce(model, chars, why, data):  # the start lines: what runs where, and 
     if data is not None:
         n_train = int(0.9 * len(data))
         print(f'model {describe(globals())}: {why["model"]}')
-        print(f'training {max_iters} steps: {max_iters * batch_size * block_size / n_train:.1f} passes over '
+        passes = max_iters * batch_size * block_size * WORLD / n_train
+        print(f'training {max_iters} steps: {passes:.1f} passes over '
               f'{n_train:,} characters, dropout {dropout}, evaluating every {eval_interval} steps')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-def check_in(model, run, loss, last, clock, stop):  # at progress lines (and, under torchrun, every step):
-    # reading the loss makes the CPU wait for the GPU, so a lone process reads it only to log it; several
-    # processes must agree at every step whether any of them was asked to stop
+def check_in(model, run, loss, last, clock, stop):  # at progress lines, and when a lone process is stopped:
+    # reading the loss makes the CPU wait for the GPU, so it is read only to log it; under torchrun every
+    # process checks in at the same steps (a collective), so Ctrl-C there ends the run at the next line
     loss, stopping = agree(loss, stop.is_set()).tolist()
     if not math.isfinite(loss):
         fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint is untouched')
@@ -681,7 +680,7 @@ def check_in(model, run, loss, last, clock, stop):  # at progress lines (and, un
         step_time = (time.time() - clock[0]) / (run.step - clock[1])
         if MASTER:
             print(f'step {run.step}/{max_iters} | loss {loss:.4f} | {step_time * 1000:.0f} ms/step | '
-                  f'{batch_size * block_size / step_time:,.0f} tokens/s | '
+                  f'{batch_size * block_size * WORLD / step_time:,.0f} tokens/s | '
                   f'{(last - run.step) * step_time / 60:.1f} min left')
             log_row(run, train_loss=loss)
         if run.refit and clock[1] > 0 and run.step >= run.refit['warm']:  # (past the first steps' costs)
@@ -906,7 +905,7 @@ def log_row(run, **losses):  # one row of log_file, written as it comes: a crash
     if not (log_file and MASTER):
         return
     row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{run.lr:.6g}',
-               characters=run.step * batch_size * block_size, **{k: f'{v:.4f}' for k, v in losses.items()})
+               characters=run.step * batch_size * block_size * WORLD, **{k: f'{v:.4f}' for k, v in losses.items()})
     if run.log_rows is not None:  # the header, and the rows a resumed run keeps
         text = io.StringIO()
         csv.DictWriter(text, LOG_COLUMNS).writeheader()

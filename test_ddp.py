@@ -1,5 +1,5 @@
-"""Data-parallel training with torchrun: two CPU processes (gloo) must train exactly like one process that takes
-the same total batch, which only holds if the gradients of the two halves are averaged."""
+"""Data-parallel training with torchrun: two CPU processes (gloo), each with its own batch, must train exactly like
+one process that takes both batches at once, which only holds if the gradients of the two are averaged."""
 import re, shutil, subprocess, sys, time
 import pytest
 import torch
@@ -9,9 +9,9 @@ from test_smoke import ROOT, TINY, final_losses, run, step_losses, text_file  # 
 def test_two_processes_train_like_one(tmp_path, text_file):
     common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=20', '--log_interval=1',
               '--dtype=float32', '--device=cpu']  # float32: the two runs sum in different orders, keep it exact
-    one = run('gpt.py', *common, f'--checkpoint={tmp_path / "one.pt"}')
+    one = run('gpt.py', *common, f'--checkpoint={tmp_path / "one.pt"}')  # (TINY's batch: 16)
     two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                          str(ROOT / 'gpt.py'), *common, f'--checkpoint={tmp_path / "two.pt"}'],
+                          str(ROOT / 'gpt.py'), *common, '--batch_size=8', f'--checkpoint={tmp_path / "two.pt"}'],
                          capture_output=True, text=True, timeout=180)
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stdout + two.stderr
@@ -25,12 +25,14 @@ def test_two_processes_train_like_one(tmp_path, text_file):
 
 
 def test_each_process_trains_on_its_own_share(monkeypatch):
-    # every process draws the same batch and keeps its own rows: together they are the whole batch, once
+    # each process trains batch_size windows of its own (N GPUs, N times the windows of one): every process
+    # draws all of them and keeps its own rows, which together are what one process with N batches takes, once
     import gpt
     monkeypatch.setattr(gpt, 'block_size', 8)
     monkeypatch.setattr(gpt, 'batch_size', 6)
     data = torch.arange(1000)
     whole, _ = gpt.get_batch(data, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(gpt, 'batch_size', 3)
     shares = []
     for rank in (0, 1):
         monkeypatch.setattr(gpt, 'RANK', rank)

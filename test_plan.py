@@ -58,10 +58,12 @@ def test_a_small_text_gets_a_smaller_model(machine):
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and 'too small' in why
 
 
-def test_sizes_given_are_kept_and_the_batch_is_shared_among_processes(machine, monkeypatch):
-    monkeypatch.setattr(gpt, 'WORLD', 5)
+def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monkeypatch):
+    monkeypatch.setattr(gpt, 'WORLD', 5)  # five processes train five batches a step, each one device's
     size, _, _ = gpt.plan_model(65, 10_000_000, {'n_layer': 2}, 'float32', seconds_for(1, gpt.MIN_STEPS) * 1.1)
-    assert size['n_layer'] == 2 and size['batch_size'] % 5 == 0 and size['batch_size'] >= 24
+    assert size['n_layer'] == 2 and size['batch_size'] == gpt.SIZES[1][4]
+    n_train = 5_000_000
+    assert gpt.plan_training(n_train, size, {}, 0.1, 1e9)['max_iters'] == math.ceil(gpt.max_passes * n_train / (5 * 24 * 128))
     machine.timed.clear()
     given = dict(zip(NAMES, (2, 2, 32, 16, 10)), max_iters=10)
     size, step_time, why = gpt.plan_model(65, 10_000_000, given, 'float32', 1.0)
@@ -126,6 +128,6 @@ def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     eval_time = 111_111 / (24 * 128) * 0.2 / 3  # a ninth of the text, forward only
     left = (90 - 2 * eval_time) / (0.2 + eval_time / 363)  # about 412 steps
     assert gpt.max_iters == last and abs(last - 100 - left) <= 2
-    run.step = 150
-    assert gpt.refit_steps(run, last, 0.2, 50) == last  # 50 steps later, on time: left as it is
+    run.step, refit['deadline'] = 150, refit['deadline'] - 50 * 0.2  # 50 steps later (10 s less left), on time:
+    assert gpt.refit_steps(run, last, 0.2, 50) == last  # left as it is
     assert gpt.refit_steps(run, 700, 0.2, 50) == 700  # (--stop_after=600 from step 100: its part of the run)

@@ -391,6 +391,12 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
              r'^     where a step goes \(profiled\): the model\'s matmuls \(attention\'s included\) \d+%, fused '
              r'attention \d+%, optimizers \(Muon, AdamW\) \d+%, the rest \d+%$': 2},
     'markov': {r'^\| [^|]+ \| \d\.\d{4} \| \d\.\d{4} \(\d\) \| \d\.\d{4} \(\d\.\d{4}\) \| \d+ s \|$': 3},
+    'gpu': {r'^10\. the GPU check on .*, torch .*, \d+ device\(s\)$': 1,
+            r'^   (python gpt.py \(defaults\)|torchrun, 2 processes|resumed in float16): \d+ s, final: train loss': 3,
+            r'^   planned .* ms a step, ran a median [\d,]+ ms/step, [\d,]+ tokens/s; refitted: ': 1,
+            r'^   float32, stopped halfway: \d+ s, stopped at step 4 of 8': 1,
+            r'^   --sample_only=True: \d+ s, exit status 0, \d+ characters': 1,
+            r'^   profile of 10 training steps: kernels [\d,.]+ ms of [\d,.]+ ms wall': 1},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
               r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
