@@ -403,14 +403,21 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
 }
 
 
-@pytest.mark.parametrize('part', BENCH_FIGURES)
-def test_bench_runs_every_part_tiny(part):
+@pytest.mark.parametrize('parts', [('train', 'throughput', 'sampling', 'panel'), ('precision', 'step'), ('budget',),
+                                   ('large', 'markov'), ('gpu',)], ids='+'.join)  # (a few parts a process)
+def test_bench_runs_every_part_tiny(parts):
     # --smoke: toy sizes, a few seconds a part, so that a change to gpt.py cannot break the benchmark unseen
-    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), part, '--smoke'], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), *parts, '--smoke'], capture_output=True,
+                         text=True, timeout=240)
     assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stdout + out.stderr
-    for pattern, times in BENCH_FIGURES[part].items():
-        assert len(re.findall(pattern, out.stdout, re.M)) == times, (pattern, out.stdout)
+    for part in parts:
+        for pattern, times in BENCH_FIGURES[part].items():
+            assert len(re.findall(pattern, out.stdout, re.M)) == times, (pattern, out.stdout)
+
+
+def test_bench_groups_every_part():
+    grouped = [p for parts in test_bench_runs_every_part_tiny.pytestmark[0].args[1] for p in parts]
+    assert sorted(grouped) == sorted(BENCH_FIGURES)
 
 
 # ---------------------------------------------------------------------- what a person sees
