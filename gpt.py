@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # 
 # ---------------------------------------------------------------------------------------- settings
 # Each can be given as --name=value; plan() (below the banner) chooses the 'auto' ones, and says so
 input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
-checkpoint = os.path.join(HERE, 'gpt.pt')  # written at every evaluation and at the end
+checkpoint = os.path.join(HERE, 'gpt.pt')  # written at evaluations (a minute apart) and at the end
 log_file = 'auto'       # the run's losses, as CSV (auto: gpt.csv beside the checkpoint; '': none)
 resume = False          # go on training from the checkpoint instead of starting afresh?
 sample_only = False     # only load the checkpoint and generate?
@@ -193,8 +193,7 @@ def split_loss(model, data, amp):  # the mean cross-entropy over the split's win
     model.eval()
     total = 0.0
     for i in range(0, len(starts), 64):
-        ix = starts[i:i + 64, None] + torch.arange(block_size + 1)  # (64, T + 1)
-        xy = data[ix.to(device)].long()
+        xy = data[to_device(starts[i:i + 64, None] + torch.arange(block_size + 1))].long()
         with amp:
             total += model(xy[:, :-1], xy[:, 1:]).item() * len(xy)
     model.train()
@@ -214,7 +213,6 @@ def set_learning_rates(run):  # warm up, then decay linearly to zero at max_iter
     groups = [g for opt in run.optimizers for g in opt.param_groups]
     for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # the rates given now, always
         group['lr'] = peak * factor
-    run.lr = muon_lr * factor
 
 def optimizer_step(model, run, loss):  # backward, and one step of every optimizer
     run.scaler.scale(loss).backward()  # float16 only: the loss scaled up, so that gradients survive
@@ -223,14 +221,7 @@ def optimizer_step(model, run, loss):  # backward, and one step of every optimiz
     norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if grad_clip:
         nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
-    # float16: where a gradient overflowed, the scaler would skip only the optimizer that saw it,
-    # while clipping has zeroed the others' gradients (momentum would still move them): all skip
-    overflowed = run.scaler.is_enabled() and not norm.isfinite()
-    for opt in run.optimizers:
-        if not overflowed:
-            run.scaler.step(opt)
-        opt.zero_grad(set_to_none=True)
-    run.scaler.update()  # float16: the scale halves after an overflow, and grows again after a calm
+    step_every_optimizer(run, norm)  # (float16: none where a gradient overflowed, see below)
 
 def evaluate(model, run, val_data, amp):  # the val loss; keeps the best model so far (for overfit)
     loss = split_loss(model, val_data, amp)
@@ -289,8 +280,7 @@ def main(args=None):  # args as on the command line (['--name=value', ...]); Non
         ckpt = load_checkpoint(checkpoint, given) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
         check_prompt(chars)
-        # every setting left 'auto' is chosen here, once, before the model is built (see plan)
-        choices, why = plan(len(chars), data, ckpt, started)
+        choices, why = plan(len(chars), data, ckpt, started)  # every 'auto' setting, chosen once
         globals().update(choices)
         amp = autocast(dtype)
         torch.manual_seed(seed)
@@ -508,6 +498,16 @@ def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropo
     doublings = int(math.log2(max(1, passes / 3)))
     drop = given['dropout'] if 'dropout' in given else round(0.1 * min(3, doublings), 1)
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
+
+def step_every_optimizer(run, norm):  # and their gradients zeroed, for the next step
+    # float16: where a gradient overflowed, the scaler would skip only the optimizer that saw it, while
+    # clipping has zeroed the others' gradients (and their momentum would still move them): all skip
+    overflowed = run.scaler.is_enabled() and not norm.isfinite()
+    for opt in run.optimizers:
+        if not overflowed:
+            run.scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+    run.scaler.update()  # float16: the scale halves after an overflow, and grows again after a calm
 
 def to_device(t):  # a copy to a GPU that the host does not wait for (from pinned memory): it queues ahead
     return t.pin_memory().to(device, non_blocking=True) if device.startswith('cuda') else t.to(device)
@@ -806,7 +806,6 @@ class Run:
     gen: torch.Generator  # draws the batches
     step: int = 0
     best: tuple = (math.inf, 0, None)  # the best evaluated val loss, its step, and those weights
-    lr: float = 0.0  # Muon's learning rate at this step (the others follow the same schedule)
     clock: float = 0.0  # when the log's seconds began
     log_rows: list = None  # the log's rows to write before the next (a resumed run's)
     saved: float = -math.inf  # when the checkpoint was last written
@@ -904,7 +903,8 @@ def start_log(run, resumed):  # a new run starts log_file afresh; a resumed one 
 def log_row(run, **losses):  # one row of log_file, written as it comes: a crash keeps the rows so far
     if not (log_file and MASTER):
         return
-    row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{run.lr:.6g}',
+    rate = run.optimizers[0].param_groups[0]['lr']  # Muon's (the others follow the same schedule)
+    row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{rate:.6g}',
                characters=run.step * batch_size * block_size * WORLD, **{k: f'{v:.4f}' for k, v in losses.items()})
     if run.log_rows is not None:  # the header, and the rows a resumed run keeps
         text = io.StringIO()

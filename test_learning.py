@@ -269,3 +269,19 @@ def test_muon_orthogonalises_in_float32_where_bfloat16_is_not_native(monkeypatch
     weight.grad = grad
     torch.optim.Muon([weight], lr=1.0, momentum=0.0, nesterov=False, weight_decay=0, ns_steps=3).step()
     assert torch.allclose(weight.detach(), -in_float32, atol=1e-6)  # (lr 1, and no scaling for a wide matrix)
+
+
+def test_muon_is_left_as_torch_has_it_where_its_private_hook_has_changed(monkeypatch, capsys):
+    # gpt.py replaces a private function of torch.optim.Muon: only while it takes what it took when that was
+    # written; a future torch's other signature gets one line, and torch's own orthogonalisation
+    muon = torch.optim._muon
+    def changed(grad, ns_coefficients, ns_steps, eps, extra):  # (as proposed in PyTorch's development)
+        return grad
+    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', changed)
+    gpt.muon_in_float32()
+    assert muon._zeropower_via_newtonschulz is changed
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith('torch.optim.Muon has changed inside'), said
+    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', lambda grad, ns_coefficients, ns_steps, eps: grad)
+    gpt.muon_in_float32()
+    assert muon._zeropower_via_newtonschulz is gpt.newton_schulz_float32
