@@ -1,14 +1,15 @@
-"""The bigram baseline: the next character's logits are read off a table row chosen by the current character.
+"""The bigram baseline: the next character's logits, read off a table row chosen by the current one.
 
-    python bigram.py                                        train on input.txt, save bigram.pt, print a sample
-    python bigram.py --input_file=my_text.txt               train on your own text (any UTF-8 text)
-    python bigram.py --sample_only=True --prompt="ROMEO:"   sample from bigram.pt without training
-In a notebook, paste this file into a cell and run it, or: import bigram; bigram.main(['--max_iters=50'])
-Every setting below can be given as --name=value. The ideas come first: the settings, the model, training,
-sampling and main(); below the banner further down is only plumbing (command line, files, checkpoints).
+    python bigram.py                                      train on input.txt, save bigram.pt, sample
+    python bigram.py --input_file=my_text.txt             train on your own text (any UTF-8 text)
+    python bigram.py --sample_only=True --prompt="ROMEO:" sample from bigram.pt without training
+In a notebook: paste this file into a cell and run it, or: import bigram; bigram.main(['--seed=1'])
+Every setting below can be given as --name=value. The ideas come first (settings, model, data,
+training, sampling, main()); below the banner is only plumbing (command line, files, checkpoints).
 """
-import ast, csv, dataclasses, hashlib, io, math, os, pathlib, signal, sys, threading, time, urllib.request, warnings
-warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy, and says so
+import ast, csv, dataclasses, hashlib, io, math, os, pathlib, signal, sys, threading, time, warnings
+import urllib.request
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,22 +17,24 @@ import torch.nn.functional as F
 # files go beside this script, or into the current folder where there is none (a notebook cell)
 HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'bigram.py')))
 # ---------------------------------------------------------------------------------- settings
-input_file = os.path.join(HERE, 'input.txt')  # the training text (UTF-8); if it is missing, fetched from input_url
-input_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
+input_url = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'  # where from
+             'tinyshakespeare/input.txt')
 checkpoint = os.path.join(HERE, 'bigram.pt')  # written at the end of training
 log_file = 'auto'     # the run's losses, as CSV (auto: bigram.csv beside the checkpoint; '': none)
 resume = False        # continue training from `checkpoint` instead of starting afresh
 sample_only = False   # only load `checkpoint` and generate
-block_size = 256      # characters per window; a bigram only looks one back, so long windows just batch more
-batch_size = 64       # windows per step: large batches give a smooth estimate of the whole table's loss
+block_size = 256      # characters per window (a bigram looks one back: long windows batch more)
+batch_size = 64       # windows per step (large: a smooth estimate of the whole table's loss)
 max_iters = 150       # optimizer steps; the learning rate decays linearly to zero at the last
-stop_after = 0        # end this run after this many steps (0: never) and save; --resume=True goes on
+stop_after = 0        # end this run after this many steps, and save? (0: never; resume goes on)
 lr = 0.3              # AdamW's learning rate: a lookup table tolerates a large one
 weight_decay = 0.01   # pulls unseen pairs' logits towards uniform, a little smoothing
 eval_interval = 50    # steps between evaluations on the whole validation split
 log_interval = 25     # steps between progress lines
 seed = 1337           # seeds the initial table, the batches and the sample
-device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device = ('cuda' if torch.cuda.is_available() else  # where to train? (--device=cpu: on the CPU)
+          'mps' if torch.backends.mps.is_available() else 'cpu')
 prompt = ''           # the sample continues this text ('': from the vocabulary's first character)
 num_chars = 500       # characters to generate
 temperature = 1.0     # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
@@ -44,14 +47,16 @@ class Bigram(nn.Module):
     def __init__(self, vocab_size):
         super().__init__()
         self.table = nn.Embedding(vocab_size, vocab_size)  # row c: the logits of whatever follows c
-        nn.init.zeros_(self.table.weight)  # start from the uniform guess, not from random preferences
+        nn.init.zeros_(self.table.weight)  # start from the uniform guess, not random preferences
 
     def forward(self, idx, targets=None):  # idx (B, T) -> logits (B, T, vocab) or the mean loss
         logits = self.table(idx)
-        return logits if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     @torch.no_grad()
-    def generate(self, idx, n, temperature=1.0, top_k=0):  # idx (1, T) -> (1, T + n); the last counts
+    def generate(self, idx, n, temperature=1.0, top_k=0):  # (1, T) -> (1, T + n); the last counts
         for _ in range(n):
             nxt = pick_next(self(idx[:, -1:])[:, -1], temperature, top_k)
             idx = torch.cat((idx, nxt), dim=1)
@@ -60,14 +65,14 @@ class Bigram(nn.Module):
 def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
-    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (the largest at 0: no inf/inf)
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
 # ---------------------------------------------------------------------------------- the data
-def split_data(text, chars):  # the characters as integers: the first 90% to train on, the rest to validate
+def split_data(text, chars):  # the characters as integers: the first 90% to train on, the rest val
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in text], device=device)
     n_train = int(0.9 * len(data))
@@ -79,16 +84,18 @@ def get_batch(data, gen):  # batch_size random windows and, one character on, wh
     return xy[:, :-1], xy[:, 1:]
 
 @torch.no_grad()
-def split_loss(model, data):  # mean cross-entropy over the whole split, in consecutive non-overlapping windows
+def split_loss(model, data):  # mean cross-entropy over the whole split, in windows end to end
     n = (len(data) - 1) // block_size
-    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)  # (n, T)
-    rows = max(1, 2 ** 24 // (block_size * model.table.num_embeddings))  # logits of about 64 MB at a time
-    return sum(model(x[i:i + rows], y[i:i + rows]).item() * len(x[i:i + rows]) for i in range(0, n, rows)) / n
+    x = data[:n * block_size].view(n, block_size)  # (n, T)
+    y = data[1:n * block_size + 1].view(n, block_size)  # (n, T): each character's next
+    rows = max(1, 2 ** 24 // (block_size * model.table.num_embeddings))  # logits of 64 MB at a time
+    return sum(model(x[i:i + rows], y[i:i + rows]).item() * len(x[i:i + rows])
+               for i in range(0, n, rows)) / n
 
 # ---------------------------------------------------------------------------------- training
 @dataclasses.dataclass
 class Run:
-    """A run besides the weights: what a checkpoint keeps so that a resumed run goes on as if never stopped."""
+    """A run besides the weights: what a checkpoint keeps, so that a resumed run goes on exactly."""
     vocab: str
     optimizer: torch.optim.Optimizer
     gen: torch.Generator  # draws the batches
@@ -103,7 +110,7 @@ def train(model, run, train_data, val_data):
     clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
     while run.step < last:
         for group in run.optimizer.param_groups:
-            group['lr'] = lr * (max_iters - run.step) / max_iters  # decays linearly to zero at max_iters
+            group['lr'] = lr * (max_iters - run.step) / max_iters  # down to zero at max_iters
         x, y = get_batch(train_data, run.gen)
         loss = model(x, y)
         run.optimizer.zero_grad(set_to_none=True)
@@ -112,7 +119,7 @@ def train(model, run, train_data, val_data):
         run.step += 1
         loss = loss.item()
         if not math.isfinite(loss):
-            fail(f'the loss became {loss} at step {run.step}; stopped, the last checkpoint written is untouched')
+            fail(f'the loss became {loss} at step {run.step}; the last checkpoint is untouched')
         if run.step % log_interval == 0 or run.step == last:
             clock = log_progress(run.step, last, loss, clock)
             log_row(run, train_loss=loss)
@@ -137,14 +144,14 @@ def finish(model, run, train_data, val_data):  # the final line, and the checkpo
     print(f'saved {checkpoint}')
 
 # ---------------------------------------------------------------------------------- sampling
-def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n characters on
+def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
     stoi = {c: i for i, c in enumerate(chars)}
     where = model.table.weight.device
     context = torch.tensor([[stoi[c] for c in prompt or chars[0]]], device=where)  # (1, T)
     return ''.join(chars[i] for i in model.generate(context, n, temperature, top_k)[0].tolist())
 
 def main(args=None):  # args as on the command line (['--name=value', ...]); None: the command line
-    before = {k: globals()[k] for k in SETTINGS}  # put back at the end: a notebook may call main again
+    before = {k: globals()[k] for k in SETTINGS}  # put back at the end: a notebook may call again
     try:
         train_and_sample(args)
     finally:
@@ -154,7 +161,7 @@ def train_and_sample(args):
     start(args)  # the settings given, and the output
     ckpt = load_checkpoint(checkpoint) if resume or sample_only else None
     text = None if sample_only else read_text(input_file, ckpt)
-    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # the vocabulary: every distinct character
+    chars = ckpt['vocab'] if ckpt else ''.join(sorted(set(text)))  # every distinct character
     check_prompt(chars)
     torch.manual_seed(seed)
     model = Bigram(len(chars)).to(device)
@@ -359,7 +366,8 @@ def load(path='bigram.pt', device=None):  # for one's own code: (model, vocabula
     model = Bigram(len(ckpt['vocab']))
     model.load_state_dict(ckpt['model'])
     if device is None:
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+        device = ('cuda' if torch.cuda.is_available() else  # where to train? (--device=cpu: on the CPU)
+          'mps' if torch.backends.mps.is_available() else 'cpu')
     return model.to(device).eval(), ckpt['vocab']
 
 def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
