@@ -675,7 +675,8 @@ def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside
         try:
             with open(path, newline='', encoding='utf-8') as f:
                 rows = list(csv.DictReader(f))
-            train = [(int(r['step']), float(r['train_loss'])) for r in rows if r['train_loss']]
+            train = [(int(r['step']), float(r['train_loss'])) for r in rows  # (the final row's, over
+                     if r['train_loss'] and not r['val_loss']]  # a stretch of the text, is another measure)
             val = [(int(r['step']), float(r['val_loss'])) for r in rows if r['val_loss']]
         except (OSError, KeyError, ValueError) as e:
             print(f'error: {path} is not a log that gpt.py or bigram.py wrote ({e})', file=sys.stderr)
