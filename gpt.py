@@ -5,7 +5,7 @@
     python gpt.py --sample_only=True --prompt="ROMEO:" sample from gpt.pt without training
 In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(['--max_iters=20'])
 """
-import ast, collections, contextlib, csv, dataclasses, hashlib, inspect, io, math, os, pathlib
+import ast, collections, contextlib, copy, csv, dataclasses, hashlib, inspect, io, math, os, pathlib
 import signal, sys, threading, time, timeit, urllib.request, warnings
 IMPORTED = time.time()  # run as a program, the time budget counts from here (importing torch too)
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
@@ -33,6 +33,7 @@ max_iters = 'auto'      # how many optimizer steps? (the learning rate reaches z
 max_passes = 50         # at most how many passes over the training text? (more only memorise it)
 dropout = 'auto'        # what share of activations is dropped in training? (more, the more passes)
 eval_interval = 'auto'  # how many steps between evaluations? (each keeps the best model so far)
+ema = 0.99              # what share of the weights' running average does a step keep? (0: none)
 eval_chars = 250_000    # at most how many validation characters does an evaluation read?
 stop_after = 0          # end this run after this many steps, and save? (0: never; resume goes on)
 warmup_iters = 100      # how many steps of linear learning-rate warm-up?
@@ -223,10 +224,16 @@ def optimizer_step(model, run, loss):  # backward, and one step of every optimiz
         nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
     step_every_optimizer(run, norm)  # (float16: none where a gradient overflowed, see below)
 
-def evaluate(model, run, val_data, amp):  # the val loss; keeps the best model so far (for overfit)
-    loss = split_loss(model, val_data, amp)
+@torch.no_grad()
+def update_average(run, model):  # what is evaluated: the weights' running average, which is smoother
+    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on, about the last tenth of the steps)
+    for mean, p in zip(run.average.parameters(), model.parameters()):
+        mean.lerp_(p, 1 - keep)
+
+def evaluate(run, val_data, amp):  # the val loss of the average; keeps the best so far (for overfit)
+    loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
-        run.best = (loss, run.step, {k: v.clone() for k, v in model.state_dict().items()})
+        run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
     print(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
 
@@ -243,11 +250,12 @@ def train(model, run, train_data, val_data, amp):
                 loss = net(x, y)
             optimizer_step(model, run, loss)
             run.step += 1
+            update_average(run, model)
             # everything that follows is just diagnostics: progress lines, stopping, evaluations
             if run.step % log_interval == 0 or run.step == last or (stop.is_set() and not DDP):
                 clock, last = check_in(model, run, loss, last, clock, stop)  # (and refit_steps)
             if MASTER and run.step % eval_interval == 0 and run.step < max_iters:
-                evaluate(model, run, val_data, amp)
+                evaluate(run, val_data, amp)
                 save_checkpoint(model, run, unless_within=60)  # (a save can take seconds)
                 clock = (time.time(), run.step)  # evaluation time is not training time
     if MASTER and run.step < max_iters:  # --stop_after: the run as it stands, to go on from
@@ -255,7 +263,10 @@ def train(model, run, train_data, val_data, amp):
         print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; resume goes on')
 
 def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
-    val_loss = split_loss(model, val_data, amp)
+    averaged, last = split_loss(run.average, val_data, amp), split_loss(model, val_data, amp)
+    if averaged <= last:  # (in a short run the average lags behind, and the last weights are better)
+        model.load_state_dict(run.average.state_dict())
+    val_loss = min(averaged, last)
     best_val, best_step, best_weights = run.best
     if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
         print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
@@ -515,8 +526,8 @@ def to_device(t):  # a copy to a GPU that the host does not wait for (from pinne
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # the training steps in these seconds:
     evaluated = min(n_train // 9, eval_chars)  # an evaluation reads its windows forward only, about a third
     eval_time = evaluated / tokens * step_time / 3 * WORLD  # of a step per batch, in the first process
-    # alone, while the others wait; and the end evaluates twice (val and train)
-    return max(1, int((seconds - 2 * eval_time) / (step_time + eval_time / every)))
+    # alone, while the others wait; and the end evaluates three times (val twice, and train)
+    return max(1, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
 
 def refit_steps(run, last, step_time, steps):  # a planned run's steps, fitted to its step as it runs, at
     # each progress line once warm-up is over: the plan timed a plain step in the machine's first seconds,
@@ -636,6 +647,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
     if not (dropout == 'auto' or 0 <= dropout < 1):
         problems.append('dropout must be in [0, 1), or auto')
+    if not 0 <= ema < 1:
+        problems.append('ema must be in [0, 1)')
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")
     if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
@@ -810,6 +823,8 @@ class Run:
     log_rows: list = None  # the log's rows to write before the next (a resumed run's)
     saved: float = -math.inf  # when the checkpoint was last written
     refit: dict = None  # a planned run's steps, to be refitted as its warm-up ends (see plan)
+    average: nn.Module = None  # the weights' running average (see update_average)
+
 def seed_dropout(step):  # dropout's masks: new at each step and in each process, the same on resume
     torch.manual_seed(seed + WORLD * step + RANK)  # (seeds the GPU's and the Mac's generators too)
 
@@ -866,7 +881,12 @@ def load(path='gpt.pt', device=None):  # for one's own code: (model, vocabulary)
 def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's: optimizers, step...
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
     run = Run(chars, make_optimizers(model), scaler, torch.Generator().manual_seed(seed), refit=refit)
+    run.average = copy.deepcopy(model).eval()  # (evaluated only)
     if ckpt:
+        try:  # (a version without an average: the weights)
+            run.average.load_state_dict(ckpt.get('average', ckpt['model']))
+        except RuntimeError:
+            fail(f'{checkpoint} holds an average of the weights that does not fit this model')
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
             for saved, now in zip(state['param_groups'], opt.param_groups):  # the settings of now (fused or not
                 saved.update({k: v for k, v in now.items() if k != 'params'})  # on this device...), not the saved
@@ -927,7 +947,7 @@ def save_checkpoint(model, run, unless_within=0):  # never over a good checkpoin
     state = {'script': 'gpt.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
              'settings': {k: globals()[k] for k in SETTINGS}, 'rng': run.gen.get_state(),
              'optimizers': [o.state_dict() for o in run.optimizers],
-             'scaler': run.scaler.state_dict(), 'best': run.best}
+             'scaler': run.scaler.state_dict(), 'best': run.best, 'average': run.average.state_dict()}
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 # ---------------------------------------------------------------------------------- processes and signals

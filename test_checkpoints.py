@@ -79,6 +79,23 @@ def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path
         assert torch.allclose(weight, b['model'][name], atol=1e-5), name
 
 
+def test_what_is_evaluated_and_kept_is_the_weights_running_average(text_file, tmp_path):
+    common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--log_interval=1',
+              '--eval_interval=10']
+    averaged = run('gpt.py', *common, f'--checkpoint={tmp_path / "averaged.pt"}')
+    plain = run('gpt.py', *common, f'--checkpoint={tmp_path / "plain.pt"}', '--ema=0')
+    stopped = run('gpt.py', *common, f'--checkpoint={tmp_path / "stopped.pt"}', '--stop_after=40')
+    for out in (averaged, plain, stopped):
+        assert out.returncode == 0, out.stderr
+    assert step_losses(averaged.stdout) == step_losses(plain.stdout)  # training never sees the average
+    evaluated = [re.findall(r'^step \d+: val loss (\S+)', out.stdout, re.M) for out in (averaged, plain)]
+    assert len(evaluated[0]) == 5 and evaluated[0] != evaluated[1]
+    assert final_losses(averaged.stdout)[1] <= final_losses(plain.stdout)[1]  # (short: the weights)
+    ckpt = torch.load(tmp_path / 'stopped.pt', weights_only=True)  # the weights and their average, apart
+    assert not torch.equal(ckpt['model']['embed.weight'], ckpt['average']['embed.weight'])
+    assert torch.equal(ckpt['best'][2]['embed.weight'], ckpt['average']['embed.weight'])  # (best at 40)
+
+
 def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
     # random letters are over-trained at once: by step 40 the val loss has turned, and the best model (step 30) is
     # older than the run. A stop at 40 must save the run as it stands (evaluated at 40, as the whole run is), not
@@ -186,7 +203,7 @@ def test_float16_with_loss_scaling_trains_and_resumes(text_file, tmp_path):
 
 def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
     common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=30',
-              f'--checkpoint={tmp_path / "gpt.pt"}']
+              f'--checkpoint={tmp_path / "gpt.pt"}', '--ema=0']  # (an ended run saves the average)
     assert run('gpt.py', *common, '--stop_after=12').returncode == 0
     saved = torch.load(tmp_path / 'gpt.pt', weights_only=True)['model']
     out = run('gpt.py', *common, '--resume=True', '--lr=0', '--embed_lr=0', '--pair_lr=0', '--muon_lr=0')
@@ -368,6 +385,7 @@ def test_a_checkpoint_from_before_the_pair_table_samples_and_refuses_to_resume(w
     ckpt = torch.load(workdir / 'gpt.pt', weights_only=True)
     del ckpt['settings']['pair_rows'], ckpt['settings']['pair_lr'], ckpt['model']['pairs.weight']
     del ckpt['optimizers'][1]['param_groups'][1]
+    del ckpt['average']
     torch.save(ckpt, path)
     before = snapshot(workdir)
     out = run('gpt.py', f'--checkpoint={path}', '--sample_only=True', '--num_chars=20')
