@@ -504,9 +504,9 @@ def plan_training(n_train, size, given, step_time, seconds):  # max_iters, dropo
     if 'max_iters' not in given:
         steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
     passes = steps * tokens / n_train
-    # dropout from how often each character would be seen: 0.1 more each time the passes double from 6 (in
+    # dropout from how often each character would be seen: 0.1 more each time the passes double from 8 (in
     # steps of 0.1: on a CPU a little dropout costs as much time as a lot, and it must pay for the steps it costs)
-    doublings = int(math.log2(max(1, passes / 3)))
+    doublings = int(math.log2(max(1, passes / 4)))
     drop = given['dropout'] if 'dropout' in given else round(0.1 * min(3, doublings), 1)
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
@@ -679,8 +679,9 @@ def announce(model, chars, why, data):  # the start lines: what runs where, and 
         n_train = int(0.9 * len(data))
         print(f'model {describe(globals())}: {why["model"]}')
         passes = max_iters * batch_size * block_size * WORLD / n_train
-        print(f'training {max_iters} steps: {passes:.1f} passes over '
-              f'{n_train:,} characters, dropout {dropout}, evaluating every {eval_interval} steps')
+        most = ' (max_passes: more would only memorise it)' if passes > max_passes - 0.5 else ''
+        print(f'training {max_iters} steps: {passes:.1f} passes over {n_train:,} characters{most}, '
+              f'dropout {dropout}, evaluating every {eval_interval} steps')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
 def check_in(model, run, loss, last, clock, stop):  # at progress lines, and when a lone process is stopped:
