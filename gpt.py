@@ -458,8 +458,9 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
     training = plan_training(n_train, size, given, step_time, seconds_left())
     if training['dropout'] and step_time:  # dropout makes a step dearer, a CPU's much dearer: timed with it
         step_time = first_process_says(time_step(size, vocab_size, precision, training['dropout']))
-        training = dict(plan_training(n_train, size, given, step_time, seconds_left()),
-                        dropout=training['dropout'])
+        # fewer steps, so fewer passes: the dropout of those (or, where that is none, the one timed)
+        fewer = plan_training(n_train, size, given, step_time, seconds_left())
+        training = dict(fewer, dropout=fewer['dropout'] or training['dropout'])
         why += f'; {step_time * 1000:,.0f} ms with dropout'
     chosen = everyone_follows(dict(given, **chosen, **size, **training))
     tokens = size['batch_size'] * size['block_size'] * WORLD

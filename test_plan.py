@@ -97,6 +97,9 @@ def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monke
     assert settings['dropout'] == 0.1 and 'ms with dropout' in why['model']  # 0.1 from 8 passes, timed with it
     assert settings['max_iters'] == pytest.approx(without['max_iters'] / 1.5, rel=0.02)
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 32 passes and more
+    text = torch.zeros(388_889, dtype=torch.uint8)  # 350,000: 16 to 32 passes without dropout, 8 to 16 with it
+    settings, why = gpt.plan(65, text, None, time.time())
+    assert 8 <= settings['max_iters'] * 24 * 128 / 350_000 < 16 and settings['dropout'] == 0.1  # the run's
 
 
 def test_a_quick_try_shortens_the_run_and_keeps_the_model(machine):
