@@ -225,12 +225,12 @@ def optimizer_step(model, run, loss):  # backward, and one step of every optimiz
     step_every_optimizer(run, norm)  # (float16: none where a gradient overflowed, see below)
 
 @torch.no_grad()
-def update_average(run, model):  # what is evaluated: the weights' running average, which is smoother
-    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on, about the last tenth of the steps)
+def update_average(run, model):  # what is evaluated: the weights' running average, a smoother model
+    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on, about the last tenth of steps)
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
-def evaluate(run, val_data, amp):  # the val loss of the average; keeps the best so far (for overfit)
+def evaluate(run, val_data, amp):  # the average's val loss; keeps the best so far (for overfit)
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
@@ -264,7 +264,7 @@ def train(model, run, train_data, val_data, amp):
 
 def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
     averaged, last = split_loss(run.average, val_data, amp), split_loss(model, val_data, amp)
-    if averaged <= last:  # (in a short run the average lags behind, and the last weights are better)
+    if averaged <= last:  # (a short run's average lags behind, and its last weights are better)
         model.load_state_dict(run.average.state_dict())
     val_loss = min(averaged, last)
     best_val, best_step, best_weights = run.best
