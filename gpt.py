@@ -88,8 +88,7 @@ class SwiGLU(nn.Module):
     """The MLP: half of its units gate the other half (better than GELU here; TUNING.md)."""
     def __init__(self, config):
         super().__init__()
-        C = config.n_embd
-        hidden = 8 * C // 3  # two halves this wide: the weights of the usual 4x MLP
+        C, hidden = config.n_embd, 8 * config.n_embd // 3  # (two halves: the 4x MLP's weights)
         self.up, self.down = nn.Linear(C, 2 * hidden, bias=False), nn.Linear(hidden, C, bias=False)
 
     def forward(self, x):
@@ -177,8 +176,7 @@ def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a cha
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
-# ---------------------------------------------------------------------------------------- the data
-# read_data (below the banner) makes each character its place in the vocabulary (the lecture's stoi)
+# --------------------------- the data (read_data, below the banner, makes each character its place)
 def split_data(data):  # the first 90% to train on, the rest to validate
     n_train = int(0.9 * len(data))
     return data[:n_train].to(device), data[n_train:].to(device)
@@ -263,10 +261,9 @@ def train(model, run, train_data, val_data, amp):
         print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; resume goes on')
 
 def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
-    averaged, last = split_loss(run.average, val_data, amp), split_loss(model, val_data, amp)
-    if averaged <= last:  # (a short run's average lags behind, and its last weights are better)
-        model.load_state_dict(run.average.state_dict())
-    val_loss = min(averaged, last)
+    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (short runs: the last)
+    val_loss = min(ends)  # the lower of the last weights and their average
+    model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
     if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
         print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
