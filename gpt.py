@@ -316,8 +316,10 @@ def main(args=None):  # args as on the command line (['--name=value', ...]); Non
 def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs)
     if not q.is_cpu:  # is_causal masks the future; a single new query may see every cached key
         return F.scaled_dot_product_attention(q, k, v, is_causal=q.size(-2) > 1, dropout_p=dropout_p)
-    if v.dtype == torch.bfloat16:  # a CPU's fused kernel computes bfloat16 in float32, slowly: the
-        return explicit_attention(q, k, v, dropout_p)  # lecture's form is 2x faster (TUNING.md)
+    # A CPU's fused kernel computes bfloat16 in float32, slowly (the lecture's form is 2x faster), and
+    # it has no dropout: torch then runs its own unfused form, with a slower dropout (11% a step; TUNING.md)
+    if v.dtype == torch.bfloat16 or (dropout_p and v.dtype == torch.float32):
+        return explicit_attention(q, k, v, dropout_p)
     # in float32 the fused kernel is 3x (training) to 9x (sampling) faster than in a half precision
     # that the CPU has no instructions for; autocast is off so that it leaves float32 as it is
     with torch.autocast('cpu', enabled=False):
