@@ -261,7 +261,7 @@ def train(model, run, train_data, val_data, amp):
         print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; resume goes on')
 
 def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
-    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (short runs: the last)
+    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (an average can lag)
     val_loss = min(ends)  # the lower of the last weights and their average
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
