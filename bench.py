@@ -623,11 +623,12 @@ def part_gpu():
         print(f'   {what}: {wall:.0f} s, {final[1] if final else "no final line: " + last[-1][:200]}', flush=True)
         return wall, out.stdout
     one, out = timed('python gpt.py (defaults)', [sys.executable, *script])
-    planned = re.search(r': ([\d,]+) ms a step here', out)
+    model = re.search(r'^model .*$', out, re.M)  # its last step time is the one planned with
+    planned = re.findall(r'([\d,]+) ms (?:a step here|compiled|with dropout)', model[0] if model else '')[-1:]
     ms = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) ms/step \|', out)) or [math.nan]
     rate = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) tokens/s \|', out)) or [math.nan]
     refits = re.findall(r'^step \d+: (.* as it runs .*), to end', out, re.M) or ['never']
-    print(f'   planned {planned[1] if planned else "?"} ms a step, ran a median {ms[len(ms) // 2]:,.0f} ms/step, '
+    print(f'   planned {planned[0] if planned else "?"} ms a step, ran a median {ms[len(ms) // 2]:,.0f} ms/step, '
           f'{rate[len(rate) // 2]:,.0f} tokens/s; refitted: {refits[-1]}')
     several, _ = timed(f'torchrun, {n} processes', [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                                                     f'--nproc_per_node={n}', *script])

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # (notebook: its own)
-# ---------------------------------------------------------------------------------------- settings
-# Each can be given as --name=value; plan() (below the banner) chooses the 'auto' ones, and says so
+# ------------------------ settings, each as --name=value (plan, below the banner, chooses 'auto')
 input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
 checkpoint = os.path.join(HERE, 'gpt.pt')  # written at evaluations (a minute apart) and at the end
 log_file = 'auto'       # the run's losses, as CSV (auto: gpt.csv beside the checkpoint; '': none)
@@ -450,17 +449,21 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
                   log_file=os.path.splitext(checkpoint)[0] + '.csv' if log_file == 'auto' else log_file)
     if data is None:  # sampling only
         return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision, model='', refit=None)
-    def seconds_left():  # of the budget, less 5% for a machine's ups and downs, and torch.compile's time
-        return 0.95 * time_budget - (time.time() - started) - 40 * chosen['compile']
+    def seconds_left(compiling=chosen['compile']):  # of the budget, less 5% for a machine's ups and downs,
+        return 0.95 * time_budget - (time.time() - started) - 40 * compiling  # and torch.compile's time
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     n_train = int(0.9 * len(data))
     training = plan_training(n_train, size, given, step_time, seconds_left())
-    if training['dropout'] and step_time:  # dropout makes a step dearer, a CPU's much dearer: timed with it
-        step_time = first_process_says(time_step(size, vocab_size, precision, training['dropout']))
-        # fewer steps, so fewer passes: the dropout of those (or, where that is none, the one timed)
-        fewer = plan_training(n_train, size, given, step_time, seconds_left())
-        training = dict(fewer, dropout=fewer['dropout'] or training['dropout'])
-        why += f'; {step_time * 1000:,.0f} ms with dropout'
+    if step_time and (training['dropout'] or chosen['compile']):  # timed again, as training will run:
+        # dropout makes a step dearer (a CPU's much dearer), compiling faster or slower by machine, and
+        # training then reuses what torch.compile made here (a model of the same shape: in a second)
+        timed = training['dropout']
+        step_time = first_process_says(time_step(size, vocab_size, precision, timed, chosen['compile']))
+        fewer = plan_training(n_train, size, given, step_time, seconds_left(compiling=False))
+        # the steps may differ, and so the passes: their dropout (or, where that is none, the one timed)
+        training = dict(fewer, dropout=fewer['dropout'] or timed)
+        how = ('compiled' if chosen['compile'] else '') + (' with dropout' if timed else '')
+        why += f'; {step_time * 1000:,.0f} ms {how.strip()}'
     chosen = everyone_follows(dict(given, **chosen, **size, **training))
     tokens = size['batch_size'] * size['block_size'] * WORLD
     warm = min(warmup_iters, training['max_iters'] // 2)  # (the steps are refitted as warm-up ends)
@@ -559,24 +562,30 @@ def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and at
     T, C = size['block_size'], size['n_embd']
     return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
 
-def time_step(size, vocab_size, precision, dropout_p=0.0):  # seconds a training step of this size takes here
-    config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)
+def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # seconds a training step of
+    config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)  # this size here
     model = GPT(config).to(device)
+    net = torch.compile(model) if compiled else model  # (its first step compiles it)
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run = Run('', make_optimizers(model), scaler, None)
     amp = autocast(precision)
-    x = torch.randint(vocab_size, (size['batch_size'], size['block_size']), device=device)
+    xy = torch.randint(vocab_size, (size['batch_size'], size['block_size'] + 1), device=device)
+    x, y = xy[:, :-1], xy[:, 1:]  # as get_batch makes them: torch.compile specialises to such details
     times = []
     try:
         while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
             start = time.time()
             with amp:
-                loss = model(x, x)
+                loss = net(x, y)
             optimizer_step(model, run, loss)
             loss.item()  # waits for the device
             times.append(time.time() - start)
     except torch.OutOfMemoryError:  # too large for this device: as if it took forever
         times = [math.inf] * 4
+    except Exception:  # torch.compile cannot run here: training will say so, and train the plain model
+        if not compiled:
+            raise
+        return time_step(size, vocab_size, precision, dropout_p)
     return sum(times[1:]) / (len(times) - 1)
 
 # ---------------------------------------------------------------------------------- settings, start-up, output

@@ -16,9 +16,10 @@ NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 def machine(monkeypatch):
     """A machine that multiplies at `rate` multiply-adds a second, and the sizes it was asked to time."""
     timed = []
-    def time_step(size, vocab_size, precision, dropout_p=0.0):
-        timed.append(tuple(size[k] for k in NAMES))
-        return gpt.work(size) / machine.rate * (1.5 if dropout_p else 1)  # dropout: a dearer step, as on a CPU
+    def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):
+        timed.append(tuple(size[k] for k in NAMES) + (('compiled',) if compiled else ()))
+        slower = (1.5 if dropout_p else 1) * (0.7 if compiled else 1)  # dropout: a dearer step, as on a CPU
+        return gpt.work(size) / machine.rate * slower
     machine.rate, machine.timed = 1e10, timed
     monkeypatch.setattr(gpt, 'time_step', time_step)
     for name in NAMES + ('max_iters', 'dropout', 'eval_interval'):
@@ -100,6 +101,38 @@ def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monke
     text = torch.zeros(388_889, dtype=torch.uint8)  # 350,000: 16 to 32 passes without dropout, 8 to 16 with it
     settings, why = gpt.plan(65, text, None, time.time())
     assert 8 <= settings['max_iters'] * 24 * 128 / 350_000 < 16 and settings['dropout'] == 0.1  # the run's
+
+
+def test_a_compiled_run_is_planned_with_its_compiled_step(machine, monkeypatch):
+    # the sizes are compared by their plain step; the one chosen is timed again compiled (which training then
+    # reuses), and the steps are those that its step fits in the budget, with no time left over for compiling
+    for name, value in dict(time_budget=300.0, compile=True, WORLD=1, dtype='float32').items():
+        monkeypatch.setattr(gpt, name, value)
+    monkeypatch.setattr(gpt, 'muon_in_float32', lambda: None)
+    machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.2  # 4 x 192 at 200 ms a step, 140 compiled
+    text = torch.zeros(20_000_000, dtype=torch.uint8)  # about 2 passes: no dropout
+    settings, why = gpt.plan(65, text, None, time.time())
+    size = dict(zip(NAMES, gpt.SIZES[1]))
+    assert machine.timed[-1] == gpt.SIZES[1] + ('compiled',) and '140 ms compiled' in why['model']
+    fit = gpt.plan_training(18_000_000, size, {}, 0.14, 0.95 * 300.0)
+    assert settings['max_iters'] == pytest.approx(fit['max_iters'], rel=0.01) and settings['dropout'] == 0.0
+    assert why['refit']['planned'] == pytest.approx(0.14)
+
+
+def test_a_compiled_step_is_timed_compiled_or_plain_where_torch_compile_fails(monkeypatch):
+    size, calls, compile = dict(zip(NAMES, (2, 2, 32, 16, 4))), [], torch.compile
+    def counted(model):  # torch.compile's tracing without its code generation, and the steps it runs
+        net = compile(model, backend='eager')
+        return lambda *args: calls.append(1) or net(*args)
+    monkeypatch.setattr(gpt.torch, 'compile', counted)
+    try:
+        assert 0 < gpt.time_step(size, 65, 'float32', 0.1, compiled=True) < 5 and len(calls) >= 4
+        def broken(*args):
+            raise RuntimeError('no C++ compiler')
+        monkeypatch.setattr(gpt.torch, 'compile', lambda model: broken)
+        assert 0 < gpt.time_step(size, 65, 'float32', 0.1, compiled=True) < 5  # the plain step, timed
+    finally:
+        torch.compiler.reset()  # (what was compiled here is not for other tests)
 
 
 def test_a_quick_try_shortens_the_run_and_keeps_the_model(machine):
