@@ -566,6 +566,7 @@ def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # se
     config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)  # this size here
     model = GPT(config).to(device)
     net = torch.compile(model) if compiled else model  # (its first step compiles it)
+    net = DistributedDataParallel(net) if DDP else net  # under torchrun, with its all-reduce
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run = Run('', make_optimizers(model), scaler, None)
     amp = autocast(precision)
@@ -573,7 +574,8 @@ def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # se
     x, y = xy[:, :-1], xy[:, 1:]  # as get_batch makes them: torch.compile specialises to such details
     times = []
     try:
-        while len(times) < 4 or (sum(times[1:]) < 2 and len(times) < 20):  # the first warms up; then 2 s or so
+        # the first warms up; then 2 s or so (under torchrun 8 steps: every process must take as many)
+        while len(times) < (8 if DDP else 4) or (not DDP and sum(times[1:]) < 2 and len(times) < 20):
             start = time.time()
             with amp:
                 loss = net(x, y)

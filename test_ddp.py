@@ -24,6 +24,29 @@ def test_two_processes_train_like_one(tmp_path, text_file):
     assert final_losses(one.stdout) == pytest.approx(final_losses(two.stdout), abs=1e-3)
 
 
+def test_the_plan_times_the_step_as_torchrun_trains_it(monkeypatch):
+    # inside DDP, with its all-reduce, and for as many steps in every process (else one waits for another forever)
+    import gpt
+    wrapped, steps, step = [], [], gpt.optimizer_step
+    monkeypatch.setattr(gpt, 'DDP', True)
+    monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: wrapped.append(net) or net)
+    monkeypatch.setattr(gpt, 'optimizer_step', lambda *args: steps.append(1) or step(*args))
+    assert gpt.time_step(dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2), 65, 'float32') > 0
+    assert len(wrapped) == 1 and len(steps) == 8
+
+
+def test_a_planned_run_under_torchrun(tmp_path, text_file):
+    # the plan times the step in both processes, inside DDP: a real run of two, planned, 3 steps of it
+    sizes = [a for a in TINY['gpt.py'] if not a.startswith(('--max_iters', '--eval_interval'))]
+    out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                          str(ROOT / 'gpt.py'), f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}',
+                          '--device=cpu', *sizes, '--time_budget=60', '--stop_after=3', '--num_chars=0'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r'^model .*: [\d,.]+ ms a step here', out.stdout, re.M), out.stdout
+    assert re.search(r'^stopped at step 3 of [\d,]+: saved ', out.stdout, re.M), out.stdout
+
+
 def test_each_process_trains_on_its_own_share(monkeypatch):
     # each process trains batch_size windows of its own (N GPUs, N times the windows of one): every process
     # draws all of them and keeps its own rows, which together are what one process with N batches takes, once
