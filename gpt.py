@@ -449,14 +449,14 @@ def plan(vocab_size, data, ckpt, started):  # every setting left 'auto', chosen;
                   log_file=os.path.splitext(checkpoint)[0] + '.csv' if log_file == 'auto' else log_file)
     if data is None:  # sampling only
         return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision, model='', refit=None)
-    def seconds_left(compiling=chosen['compile']):  # of the budget, less 5% for a machine's ups and downs,
-        return 0.95 * time_budget - (time.time() - started) - 40 * compiling  # and torch.compile's time
+    def seconds_left(compiling=chosen['compile']):  # less 5% for drift, and compiling's time
+        return 0.95 * time_budget - (time.time() - started) - 40 * compiling
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     n_train = int(0.9 * len(data))
     training = plan_training(n_train, size, given, step_time, seconds_left())
-    if step_time and (training['dropout'] or chosen['compile']):  # timed again, as training will run:
-        # dropout makes a step dearer (a CPU's much dearer), compiling faster or slower by machine, and
-        # training then reuses what torch.compile made here (a model of the same shape: in a second)
+    # the step timed again as training will run it: dropout makes it dearer (a CPU's much dearer),
+    # compiling faster or slower by machine, and training then reuses what torch.compile made here
+    if step_time and (training['dropout'] or chosen['compile']):
         timed = training['dropout']
         step_time = first_process_says(time_step(size, vocab_size, precision, timed, chosen['compile']))
         fewer = plan_training(n_train, size, given, step_time, seconds_left(compiling=False))
@@ -562,8 +562,8 @@ def work(size):  # multiply-adds of a step, roughly: the blocks' matrices and at
     T, C = size['block_size'], size['n_embd']
     return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
 
-def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # seconds a training step of
-    config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)  # this size here
+def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # a step's seconds here
+    config = Config(vocab_size, *(size[k] for k in SIZE_NAMES[:4]), pair_rows, dropout_p)
     model = GPT(config).to(device)
     net = torch.compile(model) if compiled else model  # (its first step compiles it)
     net = DistributedDataParallel(net) if DDP else net  # under torchrun, with its all-reduce
