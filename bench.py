@@ -661,6 +661,17 @@ def part_gpu():
     kernels = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
     print(f'   profile of 10 training steps: kernels {kernels / 1000:,.1f} ms of {wall:,.1f} ms wall '
           f'({kernels / 1000 / wall:.0%}; {"GPU kernels" if cuda else "CPU operators"})')
+    # torch.optim.Muon orthogonalises its matrices one at a time (torch 2.13 has no batched path):
+    # what its step launches, and what they cost the device and the host, says whether that matters
+    muon = [e for e in prof.events() if e.name.startswith('Optimizer.step#Muon')]
+    def launched(e):  # kernels on a GPU (each op's, its children's), operators on a CPU
+        return len(e.kernels) + sum(map(launched, e.cpu_children)) if cuda else len(e.cpu_children)
+    device_ms = sum(e.device_time_total if cuda else e.cpu_time_total for e in muon) / 1000 / 10
+    host_ms = sum(e.cpu_time_total for e in muon) / 1000 / 10
+    count = sum(map(launched, muon)) / max(1, len(muon))
+    print(f'   Muon\'s step ({len(list(step.model.blocks.parameters()))} matrices): {count:,.0f} '
+          f'{"kernels" if cuda else "operators"}, {device_ms:,.2f} ms of them, {host_ms:,.2f} ms '
+          f'on the host, a step of {wall / 10:,.2f} ms')
 
 
 def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside it

@@ -396,7 +396,9 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
             r'^   planned .* ms a step, ran a median [\d,]+ ms/step, [\d,]+ tokens/s; refitted: ': 1,
             r'^   float32, stopped halfway: \d+ s, stopped at step 4 of 8': 1,
             r'^   --sample_only=True: \d+ s, exit status 0, \d+ characters': 1,
-            r'^   profile of 10 training steps: kernels [\d,.]+ ms of [\d,.]+ ms wall': 1},
+            r'^   profile of 10 training steps: kernels [\d,.]+ ms of [\d,.]+ ms wall': 1,
+            r'^   Muon\'s step \(4 matrices\): [1-9][\d,]* operators, [\d.]+ ms of them, '
+            r'[\d.]+ ms on the host, a step of [\d.]+ ms$': 1},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
               r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
