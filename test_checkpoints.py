@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 from filelock import FileLock
-from test_smoke import ROOT, SCRIPTS, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (a fixture)
+from test_smoke import (ROOT, SCRIPTS, TINY, final_losses, run, step_losses, text_file,  # noqa: F401 (a fixture)
+                        train_in_process)
 
 CKPT_NAME = {'bigram.py': 'bigram.pt', 'gpt.py': 'gpt.pt'}
 
@@ -278,6 +279,24 @@ def test_sample_from_a_checkpoint_with_a_prompt(script, workdir, text_file):
 def test_prompt_with_unknown_characters(script, workdir):
     out = run(script, f'--checkpoint={workdir / CKPT_NAME[script]}', '--sample_only=True', '--prompt=Zebra§')
     assert_clear_error(out, 'not in the vocabulary', "'Z§'")
+
+
+def test_evaluations_save_at_most_once_a_minute(tmp_path, monkeypatch):
+    # a checkpoint is written whole (at the lecture's size about 155 MB: the weights, their average, both
+    # optimizers' state), so a save at each evaluation would spend a GPU's run writing; once a minute at most
+    # still leaves a whole one from about the last minute, wherever the run is killed
+    import gpt
+    evaluated, saved, evaluate, write = [], [], gpt.evaluate, gpt.write_atomically
+    def evaluate_then_a_minute_later(run, *args):
+        evaluated.append(run.step)
+        if run.step == 6:
+            run.saved -= 61  # as if a minute had gone by since the last save
+        return evaluate(run, *args)
+    monkeypatch.setattr(gpt, 'evaluate', evaluate_then_a_minute_later)
+    monkeypatch.setattr(gpt, 'write_atomically', lambda path, how: saved.append(evaluated[-1]) or write(path, how))
+    train_in_process(monkeypatch, tmp_path, max_iters=12, eval_interval=2)
+    assert evaluated == [2, 4, 6, 8, 10] and saved == [2, 6]
+    assert torch.load(tmp_path / 'gpt.pt', weights_only=True)['step'] == 6
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):

@@ -3,7 +3,8 @@ one process that takes both batches at once, which only holds if the gradients o
 import re, shutil, subprocess, sys, time
 import pytest
 import torch
-from test_smoke import ROOT, TINY, final_losses, run, step_losses, text_file  # noqa: F401 (text_file: a fixture)
+from test_smoke import (ROOT, TINY, final_losses, run, step_losses, text_file,  # noqa: F401 (text_file: a fixture)
+                        train_in_process)
 
 
 def test_two_processes_train_like_one(tmp_path, text_file):
@@ -90,6 +91,20 @@ def test_collectives_carry_tensors_on_the_models_device(monkeypatch):
     assert [t.device.type for t in reduced] == ['meta'] and status.device.type == 'meta'
     monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.mul_(2))  # as if the other process agreed
     assert gpt.agree(torch.tensor(2.5), stop=True).tolist() == [2.5, 1.0]
+
+
+def test_the_processes_agree_at_progress_lines_only(tmp_path, monkeypatch):
+    # agreeing (the mean loss, and whether any process was stopped) is a collective, and reading it makes the host
+    # wait for the device: at every step it would keep every GPU from queueing ahead. At progress lines only,
+    # where the loss is read anyway, and Ctrl-C is honoured at the next one.
+    import gpt
+    reduced = []
+    monkeypatch.setattr(gpt, 'DDP', True)  # one process stands in for several: without DDP's wrapper
+    monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: net)
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor.tolist()))
+    run = train_in_process(monkeypatch, tmp_path, max_iters=12, log_interval=4)
+    assert run.step == 12 and len(reduced) == 3  # at steps 4, 8 and 12
+    assert all(stop == 0 for _, stop in reduced)
 
 
 def test_a_failure_in_one_process_ends_every_process(tmp_path, text_file):

@@ -70,6 +70,23 @@ def run(script, *args, cwd=None, timeout=120, fresh=False):
                                            out.read().decode('utf-8', 'replace'), err.read().decode('utf-8', 'replace'))
 
 
+def train_in_process(monkeypatch, tmp_path, **settings):
+    """gpt.py's training loop, in this process, on a tiny model and random characters: for the tests that watch
+    what the loop does at each step (settings: gpt.py's, as monkeypatched for the test). Returns the run."""
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    tiny = dict(device='cpu', dtype='float32', compile=False, block_size=8, batch_size=4, max_iters=12,
+                eval_interval=1000, log_interval=1000, log_file='', checkpoint=str(tmp_path / 'gpt.pt'))
+    for name, value in {**tiny, **settings}.items():
+        monkeypatch.setattr(gpt, name, value)
+    torch.manual_seed(0)
+    model = gpt.GPT(gpt.Config(12, n_layer=1, n_head=2, n_embd=16, block_size=8, pair_rows=64, dropout=0.0))
+    run = gpt.start_run(model, 'abcdefghijkl', None)
+    data = torch.randint(12, (2000,), dtype=torch.uint8)
+    gpt.train(model, run, data, data[:200], gpt.autocast('float32'))
+    return run
+
+
 def final_losses(stdout):
     match = re.search(r'^final: train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', stdout, re.M)
     assert match, f'no final: line in\n{stdout}'
