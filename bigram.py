@@ -176,22 +176,27 @@ def train_and_sample(args):
             finish(model, run, train_data, val_data)
     show(sample(model, chars, prompt, num_chars, temperature, top_k))  # (and to sample_file)
 
-# =============================================================================================================
-# Here ends what there is to learn about a bigram model. Below is plumbing: settings from the command line, the
-# text and its download, checkpoints. A reader may stop here.
-# =============================================================================================================
+# ==================================================================================================
+# Here ends what there is to learn about a bigram model. Below is plumbing: settings from the
+# command line, the text and its download, checkpoints. A reader may stop here.
+# ==================================================================================================
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # of Tiny Shakespeare
-NAMES = list(globals())  # the settings: every name from input_file to sample_file, as written at the top
-SETTINGS = {k: globals()[k] for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
+# the settings: every name from input_file to sample_file, as written at the top
+NAMES = list(globals())
+SETTINGS = {k: globals()[k]
+            for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
 
-def start(args):  # the settings given (the command line only where this file is the program run: not in a
+def start(args):
+    # the settings given (the command line only where this file is the program run: not in a
     # notebook's kernel, whose own arguments are not settings, nor when imported), and the output
     program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '<cell>'))
     apply_overrides(sys.argv[1:] if args is None and program else list(args or []))
     if log_file == 'auto':  # (the run's log beside its checkpoint)
         globals()['log_file'] = os.path.splitext(checkpoint)[0] + '.csv'
-    for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe or a file;
-        if hasattr(stream, 'reconfigure'):  # characters a console cannot show, escaped (\u0436)
+    # each line out when printed, also into a pipe or a file;
+    # characters a console cannot show, escaped (\u0436)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
 
 def show(text):  # the sample, on the console and in sample_file (exact UTF-8, whatever the console)
@@ -203,7 +208,7 @@ def fail(message):  # bad input of any kind ends here: one line, exit status 2, 
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
 
-def apply_overrides(args):  # --name=value, value a Python literal (taken as it is for text settings)
+def apply_overrides(args):  # --name=value, value a Python literal (taken as is for text settings)
     valid = 'valid settings: ' + ', '.join(SETTINGS)
     for arg in args:
         name, eq, text = arg.removeprefix('--').partition('=')
@@ -218,10 +223,12 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         if type(value) is not type(default):
             fail(f'--{name} must be of type {type(default).__name__}, not {text!r}; {valid}')
         globals()[name] = value
-    problems = [f'{k} must be positive' for k in ('block_size', 'batch_size', 'max_iters', 'eval_interval',
-                                                  'log_interval') if globals()[k] <= 0]
-    problems += [f'{k} must be between 0 and 1e30' for k in ('stop_after', 'num_chars', 'top_k', 'temperature',
-                 'lr', 'weight_decay') if not 0 <= globals()[k] < 1e30]
+    problems = [f'{k} must be positive'
+                for k in ('block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval')
+                if globals()[k] <= 0]
+    problems += [f'{k} must be between 0 and 1e30'
+                 for k in ('stop_after', 'num_chars', 'top_k', 'temperature', 'lr', 'weight_decay')
+                 if not 0 <= globals()[k] < 1e30]
     if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
         problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
     if problems:
@@ -232,7 +239,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as it 
         fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
 
 def announce(model, chars):  # the start lines: what runs where, and every setting as it stands
-    print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(chars)}')
+    print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, '
+          f'vocabulary {len(chars)}')
     print('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
 def log_progress(step, last, loss, clock):  # one progress line; returns the clock for the next one
@@ -257,11 +265,13 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
 def download_tiny_shakespeare(path):
     try:
         data = urllib.request.urlopen(input_url, timeout=60).read()
-        problem = '' if hashlib.sha256(data).hexdigest() == SHA256 else 'it sent something else (wrong sha256)'
+        problem = ('' if hashlib.sha256(data).hexdigest() == SHA256
+                   else 'it sent something else (wrong sha256)')
     except (OSError, ValueError) as e:
         problem = f'failed ({e})'
     if problem:
-        fail(f'{path} is missing and downloading {input_url} {problem}; put a text file there or pass --input_file=PATH')
+        fail(f'{path} is missing and downloading {input_url} {problem}; '
+             'put a text file there or pass --input_file=PATH')
     write_atomically(path, lambda f: f.write(data))
     print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
 
@@ -271,13 +281,15 @@ def read_text(path, ckpt):  # the training text, checked against what training n
     try:
         text = pathlib.Path(path).read_bytes().decode('utf-8')
     except OSError as e:  # missing, a directory, no permission...
-        fail(f'cannot read input file {path}: {e.strerror}; put a text file there or pass --input_file=PATH')
+        fail(f'cannot read input file {path}: {e.strerror}; '
+             'put a text file there or pass --input_file=PATH')
     except UnicodeDecodeError as e:
         fail(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
     unknown = ''.join(sorted(set(text) - set(ckpt['vocab']))) if ckpt else ''
     if unknown:
         fail(f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
-    if len(text) < 10 * (block_size + 1):  # both splits need at least one window and its next character
+    # both splits need at least one window and its next character
+    if len(text) < 10 * (block_size + 1):
         fail(f'{path} has {len(text)} characters, fewer than the {10 * (block_size + 1)} needed')
     return text
 
@@ -291,9 +303,10 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         fail(f'checkpoint {path} does not exist; train first, or pass --checkpoint=PATH')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: never runs code
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: runs no code
     except Exception as e:
-        fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint ({str(e).splitlines()[0][:100]})')
+        fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint '
+             f'({str(e).splitlines()[0][:100]})')
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     if origin != 'bigram.py':
         fail(f'{path} is not a bigram.py checkpoint (it comes from {origin or "something else"})')
@@ -302,15 +315,18 @@ def load_checkpoint(path):
 def load_weights(model, ckpt):
     try:
         model.load_state_dict(ckpt['model'])
-    except RuntimeError:  # other weights' names or shapes: written by another version of this script
-        fail(f'{checkpoint} holds weights that do not fit this model (from another version of bigram.py?)')
+    except RuntimeError:  # other weights' names or shapes: from another version of this script
+        fail(f'{checkpoint} holds weights that do not fit this model '
+             '(from another version of bigram.py?)')
 
-def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: optimizer, step and random numbers
+def start_run(model, chars, ckpt):
+    # a new run, or the one in the checkpoint: optimizer, step and random numbers
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     run = Run(chars, optimizer, torch.Generator().manual_seed(seed))
     if ckpt:
         for saved, now in zip(ckpt['optimizer']['param_groups'], run.optimizer.param_groups):
-            saved.update({k: v for k, v in now.items() if k != 'params'})  # the settings given now (weight_decay...)
+            # the settings given now (weight_decay...)
+            saved.update({k: v for k, v in now.items() if k != 'params'})
         run.optimizer.load_state_dict(ckpt['optimizer'])
         run.gen.set_state(ckpt['rng'])
         torch.set_rng_state(ckpt['torch_rng'])
@@ -320,7 +336,8 @@ def start_run(model, chars, ckpt):  # a new run, or the one in the checkpoint: o
 
 LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss')
 
-def start_log(run, resumed):  # a new run starts log_file afresh; a resumed one keeps its rows up to its step
+def start_log(run, resumed):
+    # a new run starts log_file afresh; a resumed one keeps its rows up to its step
     run.clock = time.time()
     if not log_file:
         return
@@ -329,17 +346,20 @@ def start_log(run, resumed):  # a new run starts log_file afresh; a resumed one 
         try:
             with open(log_file, newline='', encoding='utf-8') as f:
                 rows = [row for row in csv.DictReader(f) if int(row['step']) <= run.step]
-        except (OSError, ValueError, KeyError, TypeError):  # not a log of this script: started afresh
+        except (OSError, ValueError, KeyError, TypeError):  # not this script's log: started afresh
             rows = []
-    run.clock -= float(rows[-1]['seconds']) if rows else 0.0  # its seconds go on from where they were
-    run.log_rows = rows  # written with the first new row: a run that fails before it leaves the old log
+    # its seconds go on from where they were
+    run.clock -= float(rows[-1]['seconds']) if rows else 0.0
+    # written with the first new row: a run that fails before it leaves the old log
+    run.log_rows = rows
 
-def log_row(run, **losses):  # one row of log_file, written as it comes: a crash keeps the rows so far
+def log_row(run, **losses):  # one row of log_file, written as it comes: a crash keeps rows so far
     if not log_file:
         return
     rate = lr * (max_iters - run.step + 1) / max_iters  # (the rate of the step just taken)
     row = dict(step=run.step, seconds=f'{time.time() - run.clock:.1f}', lr=f'{rate:.6g}',
-               characters=run.step * batch_size * block_size, **{k: f'{v:.4f}' for k, v in losses.items()})
+               characters=run.step * batch_size * block_size,
+               **{k: f'{v:.4f}' for k, v in losses.items()})
     if run.log_rows is not None:  # the header, and the rows a resumed run keeps
         text = io.StringIO()
         csv.DictWriter(text, LOG_COLUMNS).writeheader()
@@ -352,7 +372,8 @@ def log_row(run, **losses):  # one row of log_file, written as it comes: a crash
     except OSError as e:
         fail(f'cannot write {log_file}: {e.strerror}')
 
-def load(path='bigram.pt', device=None):  # for one's own code: (model, vocabulary), for sample(model, ...)
+def load(path='bigram.pt', device=None):
+    # for one's own code: (model, vocabulary), for sample(model, ...)
     """The table a checkpoint holds, on device (None: a GPU, else a Mac's, else the CPU). Raises
     FileNotFoundError or ValueError: never exits."""
     if not os.path.isfile(path):
@@ -366,15 +387,18 @@ def load(path='bigram.pt', device=None):  # for one's own code: (model, vocabula
     model = Bigram(len(ckpt['vocab']))
     model.load_state_dict(ckpt['model'])
     if device is None:
-        device = ('cuda' if torch.cuda.is_available() else  # where to train? (--device=cpu: on the CPU)
+        # where to train? (--device=cpu: on the CPU)
+        device = ('cuda' if torch.cuda.is_available() else
           'mps' if torch.backends.mps.is_available() else 'cpu')
     return model.to(device).eval(), ckpt['vocab']
 
 def save_checkpoint(model, run):  # never over a good checkpoint with a broken model
     if not model.table.weight.isfinite().all():
-        fail(f'the weights became non-finite by step {run.step}; stopped, {checkpoint} is untouched')
-    state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': run.vocab, 'step': run.step,
-             'settings': {k: globals()[k] for k in SETTINGS}, 'optimizer': run.optimizer.state_dict(),
+        fail(f'the weights became non-finite by step {run.step}; '
+             f'stopped, {checkpoint} is untouched')
+    state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': run.vocab,
+             'step': run.step, 'settings': {k: globals()[k] for k in SETTINGS},
+             'optimizer': run.optimizer.state_dict(),
              'rng': run.gen.get_state(), 'torch_rng': torch.get_rng_state()}
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
