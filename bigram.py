@@ -7,7 +7,8 @@ In a notebook: paste this file into a cell and run it, or: import bigram; bigram
 Every setting below can be given as --name=value. The ideas come first (settings, model, data,
 training, sampling, main()); below the banner is only plumbing (command line, files, checkpoints).
 """
-import ast, csv, dataclasses, hashlib, io, math, os, pathlib, signal, sys, threading, time, warnings
+import ast, contextlib, csv, dataclasses, hashlib, io, math, os, pathlib, signal, sys, threading
+import time, warnings
 import urllib.request
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -63,7 +64,7 @@ class Bigram(nn.Module):
         return idx
 
 def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
-    if temperature == 0:
+    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or as good as 0 in this precision
         return logits.argmax(-1, keepdim=True)
     logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
     if top_k:
@@ -104,34 +105,32 @@ class Run:
     log_rows: list = None  # the log's rows to write before the next (a resumed run's)
 
 def train(model, run, train_data, val_data):
-    stop = threading.Event()  # Ctrl-C ends the run cleanly at the end of the step
-    before = signal.signal(signal.SIGINT, lambda *_: stop.set())
     last = min(max_iters, run.step + stop_after) if stop_after else max_iters
     clock = (time.time(), run.step)  # for the progress lines: since when, and since which step
-    while run.step < last:
-        for group in run.optimizer.param_groups:
-            group['lr'] = lr * (max_iters - run.step) / max_iters  # down to zero at max_iters
-        x, y = get_batch(train_data, run.gen)
-        loss = model(x, y)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        run.step += 1
-        loss = loss.item()
-        if not math.isfinite(loss):
-            fail(f'the loss became {loss} at step {run.step}; the last checkpoint is untouched')
-        if run.step % log_interval == 0 or run.step == last:
-            clock = log_progress(run.step, last, loss, clock)
-            log_row(run, train_loss=loss)
-        if stop.is_set():
-            save_checkpoint(model, run)
-            print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
-            sys.exit(130)
-        if run.step % eval_interval == 0 and run.step < last:
-            val_loss = split_loss(model, val_data)
-            print(f'step {run.step}: val loss {val_loss:.4f}')
-            log_row(run, val_loss=val_loss)
-    signal.signal(signal.SIGINT, before)
+    with stop_signals() as stop:  # Ctrl-C (or SIGTERM) ends the run cleanly after a step
+        while run.step < last:
+            for group in run.optimizer.param_groups:
+                group['lr'] = lr * (max_iters - run.step) / max_iters  # down to zero at max_iters
+            x, y = get_batch(train_data, run.gen)
+            loss = model(x, y)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            run.step += 1
+            loss = loss.item()
+            if not math.isfinite(loss):
+                fail(f'the loss became {loss} at step {run.step}; the last checkpoint is untouched')
+            if run.step % log_interval == 0 or run.step == last:
+                clock = log_progress(run.step, last, loss, clock)
+                log_row(run, train_loss=loss)
+            if stop.is_set():
+                save_checkpoint(model, run)
+                print(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+                sys.exit(130)
+            if run.step % eval_interval == 0 and run.step < last:
+                val_loss = split_loss(model, val_data)
+                print(f'step {run.step}: val loss {val_loss:.4f}')
+                log_row(run, val_loss=val_loss)
     if run.step < max_iters:  # --stop_after: the run as it stands, to go on from
         save_checkpoint(model, run)
         print(f'stopped at step {run.step} of {max_iters}: saved {checkpoint}; resume goes on')
@@ -204,6 +203,9 @@ def show(text):  # the sample, on the console and in sample_file (exact UTF-8, w
     if sample_file:
         write_atomically(sample_file, lambda f: f.write(text.encode('utf-8')))
 
+def first_line(e):  # of an exception's message, or its name where it has none (an EOFError)
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
@@ -222,6 +224,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as is 
         value = float(value) if type(default) is float and type(value) is int else value
         if type(value) is not type(default):
             fail(f'--{name} must be of type {type(default).__name__}, not {text!r}; {valid}')
+        if type(value) is float and not math.isfinite(value):  # (1e400 reads as inf)
+            fail(f'--{name} must be a finite number, not {text!r}')
         globals()[name] = value
     problems = [f'{k} must be positive'
                 for k in ('block_size', 'batch_size', 'max_iters', 'eval_interval', 'log_interval')
@@ -229,14 +233,28 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as is 
     problems += [f'{k} must be between 0 and 1e30'
                  for k in ('stop_after', 'num_chars', 'top_k', 'temperature', 'lr', 'weight_decay')
                  if not 0 <= globals()[k] < 1e30]
-    if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
-        problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
+    if not 0 <= seed < 2 ** 63:
+        problems.append('seed must be between 0 and 2**63 - 1')
+    problems += [path_problem(k) for k in ('checkpoint', 'log_file', 'sample_file')
+                 if path_problem(k)]  # (before training, not after it)
     if problems:
         fail('; '.join(problems))
     try:
         torch.empty(1, device=device)
     except Exception as e:
-        fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
+        fail(f'device {device!r} cannot be used here ({first_line(e)})')
+
+def path_problem(name):  # what is wrong with where this setting's file would be written, if any
+    path = globals()[name]
+    if path in ('', 'auto') and name != 'checkpoint':  # (no file, or one beside the checkpoint)
+        return ''
+    if not path:
+        return f'{name} is empty: it needs a file\'s path'
+    if os.path.isdir(path):
+        return f'{name} {path} is a folder, not a file'
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f'{name} {path} is in a folder that does not exist'
+    return ''
 
 def announce(model, chars):  # the start lines: what runs where, and every setting as it stands
     print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, '
@@ -250,6 +268,18 @@ def log_progress(step, last, loss, clock):  # one progress line; returns the clo
     return time.time(), step
 
 # ---------------------------------------------------------------------------------- files
+@contextlib.contextmanager
+def stop_signals():
+    # an Event set by Ctrl-C or SIGTERM while training; the handlers before, put back after
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
 def write_atomically(path, write):  # a crash while writing leaves the old file as it was
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -258,9 +288,10 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        fail(f'cannot write {path}: {e.strerror}')
+    except (OSError, RuntimeError) as e:  # (torch.save says a full disk with a RuntimeError)
+        with contextlib.suppress(OSError):  # (a read-only folder: no tmp was made)
+            pathlib.Path(tmp).unlink(missing_ok=True)
+        fail(f'cannot write {path}: {getattr(e, "strerror", None) or first_line(e)}')
 
 def download_tiny_shakespeare(path):
     try:
@@ -306,7 +337,7 @@ def load_checkpoint(path):
         ckpt = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: runs no code
     except Exception as e:
         fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint '
-             f'({str(e).splitlines()[0][:100]})')
+             f'({first_line(e)[:100]})')
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     if origin != 'bigram.py':
         fail(f'{path} is not a bigram.py checkpoint (it comes from {origin or "something else"})')
@@ -331,6 +362,9 @@ def start_run(model, chars, ckpt):
         run.gen.set_state(ckpt['rng'])
         torch.set_rng_state(ckpt['torch_rng'])
         run.step = ckpt['step']
+        if run.step > max_iters:
+            fail(f'{checkpoint} has trained {run.step} steps already, more than '
+                 f'--max_iters={max_iters}')
     start_log(run, resumed=ckpt is not None)
     return run
 
@@ -407,3 +441,6 @@ if __name__ == '__main__':
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
         sys.exit(130)
+    except BrokenPipeError:  # the output's reader has gone (python bigram.py | head): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -167,7 +167,7 @@ class GPT(nn.Module):
         return idx
 
 def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
-    if temperature == 0:
+    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or as good as 0 in this precision
         return logits.argmax(-1, keepdim=True)
     logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
     if top_k:
@@ -683,6 +683,9 @@ def show(text):  # the sample, on the console and in sample_file (exact UTF-8, w
     if sample_file:
         write_atomically(sample_file, lambda f: f.write(text.encode('utf-8')))
 
+def first_line(e):  # of an exception's message, or its name where it has none (an EOFError)
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
 def fail(message):  # bad input of any kind ends here: one line, exit status 2, no traceback
     print(f'error: {message}', file=sys.stderr)
     leave(2)
@@ -705,12 +708,14 @@ def apply_overrides(args):
         default = SETTINGS[name]
         kind = CHOSEN.get(name, type(default))
         try:
-            value = text if kind is str or text == 'auto' else ast.literal_eval(text)
+            value = text if kind is str or text == default == 'auto' else ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
         value = float(value) if kind is float and type(value) is int else value
-        if type(value) is not kind and value != 'auto':
+        if type(value) is not kind and not value == default == 'auto':
             fail(f'--{name} must be of type {kind.__name__}, not {text!r}; {valid}')
+        if type(value) is float and not math.isfinite(value):  # (1e400 reads as inf)
+            fail(f'--{name} must be a finite number, not {text!r}')
         globals()[name] = value
     def number(k):  # a setting's value, where it is one ('auto' is left to the plan)
         return globals()[k] if globals()[k] != 'auto' else 1
@@ -731,17 +736,31 @@ def apply_overrides(args):
         problems.append('ema must be in [0, 1)')
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
-        problems.append(f'checkpoint {checkpoint} is in a folder that does not exist')
+    if not 0 <= seed < 2 ** 63:
+        problems.append('seed must be between 0 and 2**63 - 1')
+    problems += [path_problem(k) for k in ('checkpoint', 'log_file', 'sample_file')
+                 if path_problem(k)]  # (before training, not after it)
     if problems:
         fail('; '.join(problems))
     return {arg.removeprefix('--').partition('=')[0] for arg in args}
+
+def path_problem(name):  # what is wrong with where this setting's file would be written, if any
+    path = globals()[name]
+    if path in ('', 'auto') and name != 'checkpoint':  # (no file, or one beside the checkpoint)
+        return ''
+    if not path:
+        return f'{name} is empty: it needs a file\'s path'
+    if os.path.isdir(path):
+        return f'{name} {path} is a folder, not a file'
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f'{name} {path} is in a folder that does not exist'
+    return ''
 
 def check_device():
     try:
         torch.empty(1, device=device)
     except Exception as e:
-        fail(f'device {device!r} cannot be used here ({str(e).splitlines()[0]})')
+        fail(f'device {device!r} cannot be used here ({first_line(e)})')
     # 'cpu:0' is 'cpu', for every test of the device below
     if torch.device(device).type in ('cpu', 'mps'):
         globals()['device'] = torch.device(device).type
@@ -851,9 +870,10 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        fail(f'cannot write {path}: {e.strerror}')
+    except (OSError, RuntimeError) as e:  # (torch.save says a full disk with a RuntimeError)
+        with contextlib.suppress(OSError):  # (a read-only folder: no tmp was made)
+            pathlib.Path(tmp).unlink(missing_ok=True)
+        fail(f'cannot write {path}: {getattr(e, "strerror", None) or first_line(e)}')
 def download_tiny_shakespeare(path):
     try:
         data = urllib.request.urlopen(TINY_SHAKESPEARE, timeout=60).read()
@@ -942,7 +962,7 @@ def load_checkpoint(path, given):
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         fail(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint '
-             f'({str(e).splitlines()[0][:100]})')
+             f'({first_line(e)[:100]})')
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     if origin != 'gpt.py':
         fail(f'{path} is not a gpt.py checkpoint (it comes from {origin or "something else"})')
@@ -1149,6 +1169,9 @@ if __name__ == '__main__':  # (also in a notebook cell that this file is pasted 
         main()
     except KeyboardInterrupt:  # outside the training loop there is nothing to save
         leave(130)
+    except BrokenPipeError:  # the output's reader has gone (python gpt.py | head): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        leave(1)
     # (a GPU's or a Mac's memory; a CPU's runs into the system's limits instead)
     except torch.OutOfMemoryError:
         fail(f'out of memory on {device}: try a smaller model or batch (--n_embd=, --batch_size=)')

@@ -242,10 +242,11 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-def test_resume_refuses_fewer_steps_than_it_has_trained(workdir, text_file):
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_resume_refuses_fewer_steps_than_it_has_trained(script, workdir, text_file):
     before = snapshot(workdir)  # the trained checkpoint has taken 60 steps
-    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', '--resume=True',
-              *TINY['gpt.py'], '--max_iters=40')
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
+              '--resume=True', *TINY[script], '--max_iters=40')
     assert_clear_error(out, 'has trained 60 steps already, more than --max_iters=40')
     assert snapshot(workdir) == before
 
@@ -356,6 +357,17 @@ def test_input_file_without_read_permission(tmp_path):
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
     ('bigram.py', ['--batch_size=0'], 'batch_size must be positive'),
     ('bigram.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
+    ('gpt.py', ['--lr=auto'], "--lr must be of type float, not 'auto'"),  # only where 'auto' is the default
+    ('gpt.py', ['--resume=auto'], "--resume must be of type bool, not 'auto'"),
+    ('gpt.py', ['--time_budget=1e400'], "--time_budget must be a finite number, not '1e400'"),
+    ('bigram.py', ['--lr=1e400'], "--lr must be a finite number, not '1e400'"),
+    *[(script, args, fragment) for script in SCRIPTS for args, fragment in [  # refused before training
+        (['--seed=100000000000000000000000'], 'seed must be between 0 and 2**63 - 1'),
+        (['--sample_file=no/such/folder/sample.txt'], 'sample_file no/such/folder/sample.txt is in a '
+                                                      'folder that does not exist'),
+        (['--log_file=no/such/folder/log.csv'], 'log_file no/such/folder/log.csv is in a folder'),
+        (['--sample_file=.'], 'sample_file . is a folder, not a file'),
+        (['--checkpoint='], "checkpoint is empty: it needs a file's path")]],
 ])
 def test_impossible_setting(script, args, fragment, text_file, tmp_path):
     out = run(script, f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', *args)
@@ -367,6 +379,7 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
 @pytest.mark.parametrize('kind, mode, fragment', [
     ('missing', '--resume=True', 'does not exist'),
     ('truncated', '--sample_only=True', 'truncated or not'),
+    ('empty', '--sample_only=True', 'truncated or not a checkpoint (EOFError)'),
     ('not-a-checkpoint', '--resume=True', 'truncated or not'),
     ('other-script', '--sample_only=True', 'checkpoint (it comes from'),
 ])
@@ -376,6 +389,8 @@ def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
     if kind == 'truncated':
         data = (workdir / CKPT_NAME[script]).read_bytes()
         path.write_bytes(data[:len(data) // 2])
+    elif kind == 'empty':
+        path.write_bytes(b'')
     elif kind == 'not-a-checkpoint':
         path.write_text('these are not the weights you are looking for')
     elif kind == 'other-script':
@@ -412,6 +427,34 @@ def test_a_checkpoint_from_before_the_pair_table_samples_and_refuses_to_resume(w
     out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={path}', '--resume=True', *TINY['gpt.py'])
     assert_clear_error(out, 'older.pt', 'another version of gpt.py', '--sample_only=True')
     assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(script, tmp_path, monkeypatch):
+    # torch.save says a full disk with a RuntimeError ("unexpected pos"), not an OSError
+    sys.path.insert(0, str(ROOT))
+    module = __import__(script.removesuffix('.py'))
+    path = tmp_path / 'model.pt'
+    path.write_bytes(b'the last good checkpoint')
+    def fill_the_disk(f):
+        f.write(b'half a checkpoint')
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0')
+    with pytest.raises(SystemExit) as end:
+        module.write_atomically(str(path), fill_the_disk)
+    assert end.value.code == 2
+    assert [p.name for p in tmp_path.iterdir()] == ['model.pt']  # (no half-written tmp file)
+    assert path.read_bytes() == b'the last good checkpoint'
+
+
+def test_bigram_puts_ctrl_c_back_however_its_run_ends(text_file, tmp_path):
+    # in a notebook, main is called again and again: a run that failed must not leave Ctrl-C caught
+    sys.path.insert(0, str(ROOT))
+    import bigram
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as end:  # (the loss becomes inf)
+        bigram.main([f'--input_file={text_file}', f'--checkpoint={tmp_path / "b.pt"}', '--device=cpu',
+                     *TINY['bigram.py'], '--lr=1e12', '--log_interval=1'])
+    assert end.value.code == 2 and signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

@@ -162,6 +162,7 @@ def test_temperature_zero_takes_the_likeliest(monkeypatch):
 def test_a_tiny_temperature_is_nearly_greedy_and_never_fails(monkeypatch):
     logits = torch.randn(100, VOCAB)  # logits / 1e-38 overflow to inf, and softmax(inf) is nan
     assert torch.equal(gpt.pick_next(logits, 1e-38, 0)[:, 0], logits.argmax(-1))
+    assert torch.equal(gpt.pick_next(logits, 1e-300, 0)[:, 0], logits.argmax(-1))  # float32's 0: 0 / 0
 
 
 def test_top_k_picks_only_among_the_k_likeliest(monkeypatch):

@@ -467,6 +467,19 @@ def test_each_line_reaches_a_pipe_when_printed(script, text_file, tmp_path):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_a_reader_that_goes_away_ends_the_run_quietly(script, text_file, tmp_path):
+    # python gpt.py | head -1: the pipe closes, and the next line out must end the run without a traceback
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), f'--input_file={text_file}',
+                             f'--checkpoint={tmp_path / "m.pt"}', '--device=cpu', *TINY[script],
+                             '--max_iters=100000', '--log_interval=1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and stderr == '', stderr
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_a_sample_in_any_alphabet_prints_on_a_console_that_cannot_show_it(script, tmp_path, monkeypatch):
     # a Windows console redirected (cp1252) cannot encode Cyrillic: the sample is printed with those
     # characters escaped, no traceback, and sample_file holds it exactly, in UTF-8
