@@ -243,6 +243,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as is 
         torch.empty(1, device=device)
     except Exception as e:
         fail(f'device {device!r} cannot be used here ({first_line(e)})')
+    if torch.device(device).type not in ('cpu', 'cuda', 'mps'):
+        fail(f'device {device!r} is not one that bigram.py trains on: cpu, cuda or mps')
 
 def path_problem(name):  # what is wrong with where this setting's file would be written, if any
     path = globals()[name]
@@ -254,7 +256,9 @@ def path_problem(name):  # what is wrong with where this setting's file would be
         return f'{name} {path} is a folder, not a file'
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         return f'{name} {path} is in a folder that does not exist'
-    return ''
+    same = [k for k in ('input_file', 'checkpoint') if k != name and
+            os.path.abspath(globals()[k]) == os.path.abspath(path)]
+    return f'{name} {path} is also the {same[0]}, which writing it would lose' if same else ''
 
 def announce(model, chars):  # the start lines: what runs where, and every setting as it stands
     print(f'device {device}, {sum(p.numel() for p in model.parameters()):,} parameters, '
@@ -444,3 +448,7 @@ if __name__ == '__main__':
     except BrokenPipeError:  # the output's reader has gone (python bigram.py | head): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except RuntimeError as e:  # a CPU's allocator says it is out of memory with a RuntimeError
+        if "can't allocate memory" not in str(e):
+            raise
+        fail(f'out of memory on {device}: try a smaller --batch_size=')

@@ -533,6 +533,9 @@ def plan_model(vocab_size, n_text, given, precision, seconds):
             why = f'; {describe(size)} would take {step_time * 1000:,.0f} ms a step'
             break
         chosen, chosen_time = size, step_time
+    if not chosen and seconds <= 0:
+        fail(f'the time budget ({time_budget:g} s) is spent before training could start; '
+             'give more with --time_budget=')
     if not chosen:
         fail(f'no model of the sizes gpt.py knows fits what was given ({fixed}), or the text, '
              f'or {WORLD} processes')
@@ -754,13 +757,17 @@ def path_problem(name):  # what is wrong with where this setting's file would be
         return f'{name} {path} is a folder, not a file'
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         return f'{name} {path} is in a folder that does not exist'
-    return ''
+    same = [k for k in ('input_file', 'checkpoint') if k != name and
+            os.path.abspath(globals()[k]) == os.path.abspath(path)]
+    return f'{name} {path} is also the {same[0]}, which writing it would lose' if same else ''
 
 def check_device():
     try:
         torch.empty(1, device=device)
     except Exception as e:
         fail(f'device {device!r} cannot be used here ({first_line(e)})')
+    if torch.device(device).type not in ('cpu', 'cuda', 'mps'):
+        fail(f'device {device!r} is not one that gpt.py trains on: cpu, cuda or mps')
     # 'cpu:0' is 'cpu', for every test of the device below
     if torch.device(device).type in ('cpu', 'mps'):
         globals()['device'] = torch.device(device).type
@@ -1172,11 +1179,12 @@ if __name__ == '__main__':  # (also in a notebook cell that this file is pasted 
     except BrokenPipeError:  # the output's reader has gone (python gpt.py | head): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         leave(1)
-    # (a GPU's or a Mac's memory; a CPU's runs into the system's limits instead)
-    except torch.OutOfMemoryError:
-        fail(f'out of memory on {device}: try a smaller model or batch (--n_embd=, --batch_size=)')
-    # under torchrun, mostly another process gone: gloo then says "Connection closed"
+    # out of memory: a GPU's or a Mac's (torch.OutOfMemoryError), or a CPU's allocator's; else,
+    # under torchrun, mostly another process gone (gloo then says "Connection closed")
     except RuntimeError as e:
+        if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e):
+            fail(f'out of memory on {device}: try a smaller model or batch (--n_embd=, '
+                 '--batch_size=)')
         if not DDP:
             raise
         fail(f'process {RANK} stopped: {str(e).strip().splitlines()[0][:200]}')

@@ -367,12 +367,26 @@ def test_input_file_without_read_permission(tmp_path):
                                                       'folder that does not exist'),
         (['--log_file=no/such/folder/log.csv'], 'log_file no/such/folder/log.csv is in a folder'),
         (['--sample_file=.'], 'sample_file . is a folder, not a file'),
-        (['--checkpoint='], "checkpoint is empty: it needs a file's path")]],
+        (['--checkpoint='], "checkpoint is empty: it needs a file's path"),
+        (['--device=meta'], "device 'meta' is not one that"),
+        (['--batch_size=100000000000'], 'out of memory on cpu: try a smaller')]],  # (a CPU's allocator)
+    ('gpt.py', ['--time_budget=0.001'], 'the time budget (0.001 s) is spent before training could start'),
 ])
 def test_impossible_setting(script, args, fragment, text_file, tmp_path):
     out = run(script, f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', *args)
     assert_clear_error(out, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_file):
+    ckpt = workdir / CKPT_NAME[script]
+    before, text = snapshot(workdir), text_file.read_bytes()
+    for setting, path, other in [('sample_file', text_file, 'input_file'), ('checkpoint', text_file, 'input_file'),
+                                 ('log_file', ckpt, 'checkpoint'), ('sample_file', ckpt, 'checkpoint')]:
+        out = run(script, f'--input_file={text_file}', f'--checkpoint={ckpt}', *TINY[script], f'--{setting}={path}')
+        assert_clear_error(out, f'{setting} {path} is also the {other}, which writing it would lose')
+    assert snapshot(workdir) == before and text_file.read_bytes() == text
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
