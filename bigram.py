@@ -254,8 +254,11 @@ def path_problem(name):  # what is wrong with where this setting's file would be
         return f'{name} is empty: it needs a file\'s path'
     if os.path.isdir(path):
         return f'{name} {path} is a folder, not a file'
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
         return f'{name} {path} is in a folder that does not exist'
+    if not os.access(folder, os.W_OK):  # (a read-only disk, or another user's folder)
+        return f'{name} {path} is in a folder that cannot be written to'
     same = [k for k in ('input_file', 'checkpoint') if k != name and
             os.path.abspath(globals()[k]) == os.path.abspath(path)]
     return f'{name} {path} is also the {same[0]}, which writing it would lose' if same else ''

@@ -379,6 +379,19 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_a_folder_that_cannot_be_written_to_is_refused_before_training(script, tmp_path, monkeypatch, capsys):
+    # a read-only disk: found out at the first save, the run's time so far would be lost
+    sys.path.insert(0, str(ROOT))
+    module = __import__(script.removesuffix('.py'))
+    monkeypatch.setattr(module, 'checkpoint', str(tmp_path / 'model.pt'))
+    monkeypatch.setattr(module.os, 'access', lambda path, mode: path != str(tmp_path))
+    with pytest.raises(SystemExit) as end:
+        module.apply_overrides([])
+    assert end.value.code == 2
+    assert 'is in a folder that cannot be written to' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_file):
     ckpt = workdir / CKPT_NAME[script]
     before, text = snapshot(workdir), text_file.read_bytes()
