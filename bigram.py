@@ -235,8 +235,8 @@ def apply_overrides(args):  # --name=value, value a Python literal (taken as is 
                  if not 0 <= globals()[k] < 1e30]
     if not 0 <= seed < 2 ** 63:
         problems.append('seed must be between 0 and 2**63 - 1')
-    problems += [path_problem(k) for k in ('checkpoint', 'log_file', 'sample_file')
-                 if path_problem(k)]  # (before training, not after it)
+    paths = map(path_problem, ('checkpoint', 'log_file', 'sample_file'))  # (before training)
+    problems += [problem for problem in paths if problem]
     if problems:
         fail('; '.join(problems))
     try:

@@ -440,7 +440,7 @@ def compiled(model, train_data, amp):
         loss.backward()
     except Exception as e:
         if MASTER:
-            print(f'torch.compile cannot run here ({str(e).strip().splitlines()[0][:120]}); '
+            print(f'torch.compile cannot run here ({first_line(e)[:120]}); '
                   'training without it')
         return model
     finally:
@@ -741,8 +741,8 @@ def apply_overrides(args):
         problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")
     if not 0 <= seed < 2 ** 63:
         problems.append('seed must be between 0 and 2**63 - 1')
-    problems += [path_problem(k) for k in ('checkpoint', 'log_file', 'sample_file')
-                 if path_problem(k)]  # (before training, not after it)
+    paths = map(path_problem, ('checkpoint', 'log_file', 'sample_file'))  # (before training)
+    problems += [problem for problem in paths if problem]
     if problems:
         fail('; '.join(problems))
     return {arg.removeprefix('--').partition('=')[0] for arg in args}
@@ -1190,6 +1190,6 @@ if __name__ == '__main__':  # (also in a notebook cell that this file is pasted 
                  '--batch_size=)')
         if not DDP:
             raise
-        fail(f'process {RANK} stopped: {str(e).strip().splitlines()[0][:200]}')
+        fail(f'process {RANK} stopped: {first_line(e)[:200]}')
     if DDP:
         leave(0)
