@@ -242,12 +242,11 @@ def part_precision_here():
     model = gpt_model()
     x = torch.randint(VOCAB, (gpt.batch_size, gpt.block_size))
     is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
-    opts = [torch.optim.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], lr=0.02, ns_steps=3),
-            torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3, fused=True)]
     step = {}
-    for dtype in ('float32', 'bfloat16'):
-        if dtype == 'float32' and chosen == 'float32':
-            gpt.muon_in_float32()  # as gpt.py does where bfloat16 is not native
+    for dtype in ('float32', 'bfloat16'):  # (Muon orthogonalises in the precision of training, as gpt.py's)
+        opts = [gpt.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], 0.02, getattr(torch, dtype)),
+                torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3,
+                                  fused=True)]
         def train_step():
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype != 'float32'):
                 loss = model(x, x)
@@ -279,13 +278,10 @@ def part_step():
 def training_step():  # gpt.py's own step (batch, forward, backward, optimizers) on random characters
     gpt.device = device
     gpt.dtype = gpt.pick_dtype()[0]
-    if gpt.dtype != 'bfloat16':
-        gpt.muon_in_float32()  # as gpt.py does where bfloat16 is not native
-    gpt.max_iters = 1000
     torch.manual_seed(0)
     model = gpt_model().to(device)
-    run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model), scaler=torch.amp.GradScaler(enabled=False),
-                  gen=torch.Generator().manual_seed(0))
+    run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model, gpt.dtype),
+                  scaler=torch.amp.GradScaler(enabled=False), gen=torch.Generator().manual_seed(0), steps=1000)
     data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)
     amp = torch.autocast(device, dtype=getattr(torch, gpt.dtype), enabled=gpt.dtype != 'float32')
 
@@ -661,7 +657,7 @@ def part_gpu():
     kernels = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
     print(f'   profile of 10 training steps: kernels {kernels / 1000:,.1f} ms of {wall:,.1f} ms wall '
           f'({kernels / 1000 / wall:.0%}; {"GPU kernels" if cuda else "CPU operators"})')
-    # torch.optim.Muon orthogonalises its matrices one at a time (torch 2.13 has no batched path):
+    # Muon (gpt.py's, torch's arithmetic) orthogonalises its matrices one at a time:
     # what its step launches, and what they cost the device and the host, says whether that matters
     muon = [e for e in prof.events() if e.name.startswith('Optimizer.step#Muon')]
     def launched(e):  # kernels on a GPU (each op's, its children's), operators on a CPU

@@ -51,7 +51,7 @@ def log_rows(path):  # the log's rows without the clock's seconds, which differ 
         return [{k: v for k, v in row.items() if k != 'seconds'} for row in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py has no resume: a run takes seconds)
 def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path):
     # and its log, written as it goes (a crash keeps its rows), goes on in the same file from where it was
     common = [f'--input_file={text_file}', '--num_chars=0', *TINY[script], '--max_iters=30', '--log_interval=1',
@@ -215,7 +215,7 @@ def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
         assert torch.equal(weight, resumed['model'][name]), name
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py has no resume: a run takes seconds)
 def test_resume_takes_the_optimizer_settings_given_now(script, text_file, tmp_path):
     # a saved optimizer brings its own settings (fused AdamW, written on a CPU, would run fused on a Mac): the
     # settings of now must win; here an optimizer setting the checkpoint holds is changed in it by hand
@@ -231,7 +231,7 @@ def test_resume_takes_the_optimizer_settings_given_now(script, text_file, tmp_pa
     assert adamw(torch.load(path, weights_only=True))['param_groups'][-1]['eps'] == 1e-8
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py has no resume: a run takes seconds)
 def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     other = workdir / 'other.txt'
     other.write_text(text_file.read_text(encoding='utf-8') + 'Zé\n', encoding='utf-8')
@@ -242,7 +242,7 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py has no resume: a run takes seconds)
 def test_resume_refuses_fewer_steps_than_it_has_trained(script, workdir, text_file):
     before = snapshot(workdir)  # the trained checkpoint has taken 60 steps
     out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
@@ -355,21 +355,23 @@ def test_input_file_without_read_permission(tmp_path):
     ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
     ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
-    ('bigram.py', ['--batch_size=0'], 'batch_size must be positive'),
+    ('bigram.py', ['--batch_size=0'], 'batch_size must be in [1, 9223372036854775808)'),
     ('bigram.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
     ('gpt.py', ['--lr=auto'], "--lr must be of type float, not 'auto'"),  # only where 'auto' is the default
     ('gpt.py', ['--resume=auto'], "--resume must be of type bool, not 'auto'"),
     ('gpt.py', ['--time_budget=1e400'], "--time_budget must be a finite number, not '1e400'"),
-    ('bigram.py', ['--lr=1e400'], "--lr must be a finite number, not '1e400'"),
+    ('bigram.py', ['--lr=1e400'], 'lr must be in [0, 9223372036854775808)'),  # (1e400 reads as inf)
     *[(script, args, fragment) for script in SCRIPTS for args, fragment in [  # refused before training
-        (['--seed=100000000000000000000000'], 'seed must be between 0 and 2**63 - 1'),
+        (['--seed=100000000000000000000000'], 'seed must be in [0, 9223372036854775808)'),
         (['--sample_file=no/such/folder/sample.txt'], 'sample_file no/such/folder/sample.txt is in a '
                                                       'folder that does not exist'),
         (['--log_file=no/such/folder/log.csv'], 'log_file no/such/folder/log.csv is in a folder'),
         (['--sample_file=.'], 'sample_file . is a folder, not a file'),
         (['--checkpoint='], "checkpoint is empty: it needs a file's path"),
         (['--device=meta'], "device 'meta' is not one that"),
-        (['--batch_size=100000000000'], 'out of memory on cpu: try a smaller')]],  # (a CPU's allocator)
+        (['--batch_size=100000000000'], 'out of memory')]  # (a CPU's allocator)
+        if script == 'gpt.py' or not args[0].startswith('--log_file')],  # (bigram.py: no log)
+    ('gpt.py', ['--batch_size=100000000000'], 'out of memory on cpu: try a smaller model or batch'),
     ('gpt.py', ['--time_budget=0.001'], 'the time budget (0.001 s) is spent before training could start'),
 ])
 def test_impossible_setting(script, args, fragment, text_file, tmp_path):
@@ -385,10 +387,8 @@ def test_a_folder_that_cannot_be_written_to_is_refused_before_training(script, t
     module = __import__(script.removesuffix('.py'))
     monkeypatch.setattr(module, 'checkpoint', str(tmp_path / 'model.pt'))
     monkeypatch.setattr(module.os, 'access', lambda path, mode: path != str(tmp_path))
-    with pytest.raises(SystemExit) as end:
+    with pytest.raises(ValueError, match='is in a folder that cannot be written to'):  # (main: one line, exit 2)
         module.apply_overrides([])
-    assert end.value.code == 2
-    assert 'is in a folder that cannot be written to' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -396,7 +396,8 @@ def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_fil
     ckpt = workdir / CKPT_NAME[script]
     before, text = snapshot(workdir), text_file.read_bytes()
     for setting, path, other in [('sample_file', text_file, 'input_file'), ('checkpoint', text_file, 'input_file'),
-                                 ('log_file', ckpt, 'checkpoint'), ('sample_file', ckpt, 'checkpoint')]:
+                                 ('log_file', ckpt, 'checkpoint'), ('sample_file', ckpt, 'checkpoint')
+                                 ][:2 if script == 'bigram.py' else 4]:  # (bigram.py: no log, and the text)
         out = run(script, f'--input_file={text_file}', f'--checkpoint={ckpt}', *TINY[script], f'--{setting}={path}')
         assert_clear_error(out, f'{setting} {path} is also the {other}, which writing it would lose')
     assert snapshot(workdir) == before and text_file.read_bytes() == text
@@ -413,6 +414,7 @@ def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_fil
 def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
     path = workdir / 'suspect.pt'
     other = 'gpt.pt' if script == 'bigram.py' else 'bigram.pt'
+    mode = '--sample_only=True' if script == 'bigram.py' else mode  # (bigram.py has no resume)
     if kind == 'truncated':
         data = (workdir / CKPT_NAME[script]).read_bytes()
         path.write_bytes(data[:len(data) // 2])
@@ -428,7 +430,7 @@ def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py checks only that it is a bigram.py checkpoint)
 def test_checkpoint_from_another_version(script, workdir, text_file):
     path = workdir / 'older.pt'
     ckpt = torch.load(workdir / CKPT_NAME[script], weights_only=True)
@@ -441,18 +443,18 @@ def test_checkpoint_from_another_version(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-def test_a_checkpoint_from_before_the_pair_table_samples_and_refuses_to_resume(workdir, text_file):
-    path = workdir / 'older.pt'  # as the version before wrote it: no pair table, and AdamW with two groups
+def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(workdir, text_file):
+    path = workdir / 'older.pt'  # as the versions before this one wrote it: no log in it
     ckpt = torch.load(workdir / 'gpt.pt', weights_only=True)
-    del ckpt['settings']['pair_rows'], ckpt['settings']['pair_lr'], ckpt['model']['pairs.weight']
-    del ckpt['optimizers'][1]['param_groups'][1]
-    del ckpt['average']
+    del ckpt['log']
     torch.save(ckpt, path)
     before = snapshot(workdir)
-    out = run('gpt.py', f'--checkpoint={path}', '--sample_only=True', '--num_chars=20')
-    assert out.returncode == 0, out.stderr  # (its settings name no pair table: built without one)
-    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={path}', '--resume=True', *TINY['gpt.py'])
-    assert_clear_error(out, 'older.pt', 'another version of gpt.py', '--sample_only=True')
+    for mode in ('--sample_only=True', '--resume=True'):
+        out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY['gpt.py'])
+        assert_clear_error(out, 'older.pt comes from an earlier version of gpt.py', 'train it again')
+    with pytest.raises(ValueError, match='earlier version'):
+        sys.path.insert(0, str(ROOT))
+        __import__('gpt').load(str(path))
     assert snapshot(workdir) == before
 
 
@@ -466,25 +468,14 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(script, tmp_path, mo
     def fill_the_disk(f):
         f.write(b'half a checkpoint')
         raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0')
-    with pytest.raises(SystemExit) as end:
+    # (it raises, and main says the one line and exits 2)
+    with pytest.raises(ValueError, match='cannot write .*model.pt: .*unexpected pos'):
         module.write_atomically(str(path), fill_the_disk)
-    assert end.value.code == 2
     assert [p.name for p in tmp_path.iterdir()] == ['model.pt']  # (no half-written tmp file)
     assert path.read_bytes() == b'the last good checkpoint'
 
 
-def test_bigram_puts_ctrl_c_back_however_its_run_ends(text_file, tmp_path):
-    # in a notebook, main is called again and again: a run that failed must not leave Ctrl-C caught
-    sys.path.insert(0, str(ROOT))
-    import bigram
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(SystemExit) as end:  # (the loss becomes inf)
-        bigram.main([f'--input_file={text_file}', f'--checkpoint={tmp_path / "b.pt"}', '--device=cpu',
-                     *TINY['bigram.py'], '--lr=1e12', '--log_interval=1'])
-    assert end.value.code == 2 and signal.getsignal(signal.SIGINT) is before
-
-
-@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py: a table at a sane rate cannot diverge)
 def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_file):
     before = snapshot(workdir)
     out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',

@@ -76,8 +76,8 @@ def test_one_batch_can_be_learned_by_heart(monkeypatch):
     monkeypatch.setattr(gpt, 'max_iters', 200)
     model = tiny()
     xy = torch.randint(VOCAB, (4, T + 1))
-    run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
-    while run.step < gpt.max_iters:  # as gpt.train does, on the same batch every time
+    run = gpt.Run('', gpt.make_optimizers(model, 'float32'), torch.amp.GradScaler('cpu', enabled=False), steps=200)
+    while run.step < run.steps:  # as gpt.train does, on the same batch every time
         gpt.set_learning_rates(run)
         gpt.optimizer_step(model, run, model(xy[:, :-1], xy[:, 1:]))
         run.step += 1
@@ -91,7 +91,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
                             lr=0.003).items():
         monkeypatch.setattr(gpt, name, value)
     model = tiny()
-    run = gpt.Run('', gpt.make_optimizers(model), torch.amp.GradScaler('cpu', enabled=False), torch.Generator())
+    run = gpt.Run('', gpt.make_optimizers(model, 'float32'), torch.amp.GradScaler('cpu', enabled=False), steps=1000)
     muon = run.optimizers[0]
     held = [id(p) for opt in run.optimizers for group in opt.param_groups for p in group['params']]
     assert sorted(held) == sorted(id(p) for p in model.parameters())  # each weight once, none left out
@@ -254,35 +254,41 @@ def test_qk_norm_undoes_any_scale_of_the_queries_and_keys():
     assert torch.allclose(before, after, atol=1e-3), (before - after).abs().max()  # 7e-5 measured (layer_norm's eps)
 
 
-def test_muon_orthogonalises_in_float32_where_bfloat16_is_not_native(monkeypatch):
-    # torch.optim.Muon computes in bfloat16, emulated ~15x slower on most laptops' CPUs: gpt.py swaps in the same
-    # iteration in float32. It must agree with torch's to bfloat16's precision, and Muon's step must use it.
-    muon = torch.optim._muon
-    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', muon._zeropower_via_newtonschulz)  # (put back after)
-    grad, coefficients = torch.randn(48, 96), (3.4445, -4.7750, 2.0315)
-    in_bfloat16 = muon._zeropower_via_newtonschulz(grad, coefficients, 3, 1e-7)
-    gpt.muon_in_float32()
-    in_float32 = muon._zeropower_via_newtonschulz(grad, coefficients, 3, 1e-7)
-    assert in_float32.dtype == torch.float32 and in_bfloat16.dtype == torch.bfloat16
-    assert torch.allclose(in_float32, in_bfloat16.float(), atol=0.02)
-    assert torch.allclose(gpt.newton_schulz_float32(grad.T, coefficients, 3, 1e-7), in_float32.T)  # tall as wide
-    weight = torch.nn.Parameter(torch.zeros(48, 96))
-    weight.grad = grad
-    torch.optim.Muon([weight], lr=1.0, momentum=0.0, nesterov=False, weight_decay=0, ns_steps=3).step()
-    assert torch.allclose(weight.detach(), -in_float32, atol=1e-6)  # (lr 1, and no scaling for a wide matrix)
-
-
-def test_muon_is_left_as_torch_has_it_where_its_private_hook_has_changed(monkeypatch, capsys):
-    # gpt.py replaces a private function of torch.optim.Muon: only while it takes what it took when that was
-    # written; a future torch's other signature gets one line, and torch's own orthogonalisation
-    muon = torch.optim._muon
-    def changed(grad, ns_coefficients, ns_steps, eps, extra):  # (as proposed in PyTorch's development)
-        return grad
-    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', changed)
-    gpt.muon_in_float32()
-    assert muon._zeropower_via_newtonschulz is changed
-    said = capsys.readouterr().out.strip().splitlines()
-    assert len(said) == 1 and said[0].startswith('torch.optim.Muon has changed inside'), said
-    monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', lambda grad, ns_coefficients, ns_steps, eps: grad)
-    gpt.muon_in_float32()
-    assert muon._zeropower_via_newtonschulz is gpt.newton_schulz_float32
+@pytest.mark.parametrize('precision', ['bfloat16', 'float32'])
+def test_muon_steps_as_torchs_muon_in_the_precision_asked(precision, monkeypatch):
+    # torch.optim.Muon orthogonalises in bfloat16 always, emulated ~15x slower on most laptops' CPUs: gpt.py's Muon
+    # is its arithmetic in the precision training runs in. In bfloat16 it is torch's bit for bit; in float32 torch's
+    # own iteration, run in float32 (its private function swapped, here only), is ours bit for bit too.
+    if precision == 'float32':
+        muon = torch.optim._muon
+        def in_float32(grad, ns_coefficients, ns_steps, eps):
+            x = grad.T if grad.size(0) > grad.size(1) else grad
+            x = x / x.norm().clamp(min=eps)
+            for _ in range(ns_steps):
+                gram = x @ x.T
+                x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=ns_coefficients[1], alpha=ns_coefficients[2]),
+                                x, beta=ns_coefficients[0])
+            return x.T if grad.size(0) > grad.size(1) else x
+        monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', in_float32)
+    ours, theirs = [[torch.nn.Parameter(torch.randn(*shape)) for shape in ((48, 96), (96, 48))] for _ in range(2)]
+    for a, b in zip(ours, theirs):
+        b.data.copy_(a.data)
+    mine = gpt.Muon(ours, 0.02, getattr(torch, precision))
+    torch_s = torch.optim.Muon(theirs, lr=0.02, weight_decay=0, ns_steps=3)
+    for _ in range(3):  # (the momentum too)
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        mine.step()
+        torch_s.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    # and the two precisions differ: bfloat16's rounding is far coarser than float32's
+    grads = [torch.randn_like(p) for p in ours]
+    def one_step(precision):  # the weights after one step from the same start and gradients
+        weights = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+        for w, g in zip(weights, grads):
+            w.grad = g.clone()
+        gpt.Muon(weights, 0.02, precision).step()
+        return weights
+    assert all(torch.equal(a, b) for a, b in zip(one_step(torch.float32), one_step(torch.float32)))
+    assert not any(torch.equal(a, b) for a, b in zip(one_step(torch.bfloat16), one_step(torch.float32)))

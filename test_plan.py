@@ -87,10 +87,9 @@ def test_the_steps_fill_the_time_left_after_evaluations(machine):
 def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monkeypatch):
     for name, value in dict(time_budget=300.0, compile=False, WORLD=1, dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
-    monkeypatch.setattr(gpt, 'muon_in_float32', lambda: None)  # (it would change torch for the other tests)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.13  # 4 x 192 at 130 ms a step
     text = torch.zeros(622_222, dtype=torch.uint8)  # 560,000 characters to train on
-    settings, why = gpt.plan(65, text, None, time.time())
+    settings, why = gpt.plan(65, text, None, set(), time.time())
     n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[1]))
     assert {k: settings[k] for k in NAMES} == size
     without = gpt.plan_training(n_train, size, {'dropout': 0.0}, 0.13, 0.95 * 300.0)  # 8 to 16 passes
@@ -99,7 +98,7 @@ def test_dropout_follows_the_passes_and_its_step_is_timed_with_it(machine, monke
     assert settings['max_iters'] == pytest.approx(without['max_iters'] / 1.5, rel=0.02)
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 32 passes and more
     text = torch.zeros(388_889, dtype=torch.uint8)  # 350,000: 16 to 32 passes without dropout, 8 to 16 with it
-    settings, why = gpt.plan(65, text, None, time.time())
+    settings, why = gpt.plan(65, text, None, set(), time.time())
     assert 8 <= settings['max_iters'] * 24 * 128 / 350_000 < 16 and settings['dropout'] == 0.1  # the run's
 
 
@@ -108,10 +107,9 @@ def test_a_compiled_run_is_planned_with_its_compiled_step(machine, monkeypatch):
     # reuses), and the steps are those that its step fits in the budget, with no time left over for compiling
     for name, value in dict(time_budget=300.0, compile=True, WORLD=1, dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
-    monkeypatch.setattr(gpt, 'muon_in_float32', lambda: None)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.2  # 4 x 192 at 200 ms a step, 140 compiled
     text = torch.zeros(20_000_000, dtype=torch.uint8)  # about 2 passes: no dropout
-    settings, why = gpt.plan(65, text, None, time.time())
+    settings, why = gpt.plan(65, text, None, set(), time.time())
     size = dict(zip(NAMES, gpt.SIZES[1]))
     assert machine.timed[-1] == gpt.SIZES[1] + ('compiled',) and '140 ms compiled' in why['model']
     fit = gpt.plan_training(18_000_000, size, {}, 0.14, 0.95 * 300.0)
@@ -156,14 +154,16 @@ def test_timing_a_size_leaves_every_setting_as_it_was():
 def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     # the plan timed 100 ms a step at start-up; after warm-up the progress lines read 200: the steps left are
     # those that 200 ms a step fit into the time left, evaluations included; the same again changes nothing
-    for name, value in dict(max_iters=1000, batch_size=24, block_size=128, eval_interval=363, MASTER=True).items():
+    for name, value in dict(batch_size=24, block_size=128, eval_interval=363).items():
         monkeypatch.setattr(gpt, name, value)
-    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 90, warm=100, cap=10 ** 6)
-    run = gpt.Run('', [], None, None, step=100, refit=refit)
-    last = gpt.refit_steps(run, 1000, 0.2, 50)
+    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 90, warm=100, cap=10 ** 6, seconds=0.0,
+                 steps=0, refitted=False)
+    run = gpt.Run('', [], None, steps=1000, step=100, refit=refit)
+    gpt.refit(run, 0.2, 50)
     eval_time = 111_111 / (24 * 128) * 0.2 / 3  # a ninth of the text, forward only
     left = (90 - 3 * eval_time) / (0.2 + eval_time / 363)  # about 400 steps (the end evaluates 3 times)
-    assert gpt.max_iters == last and abs(last - 100 - left) <= 2
+    assert abs(run.steps - 100 - left) <= 2 and gpt.max_iters == 'auto'  # (the run's, not the setting)
+    steps = run.steps
     run.step, refit['deadline'] = 150, refit['deadline'] - 50 * 0.2  # 50 steps later (10 s less left), on time:
-    assert gpt.refit_steps(run, last, 0.2, 50) == last  # left as it is
-    assert gpt.refit_steps(run, 700, 0.2, 50) == 700  # (--stop_after=600 from step 100: its part of the run)
+    gpt.refit(run, 0.2, 50)
+    assert run.steps == steps  # left as it is
