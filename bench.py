@@ -620,7 +620,7 @@ def part_gpu():
         return wall, out.stdout
     one, out = timed('python gpt.py (defaults)', [sys.executable, *script])
     model = re.search(r'^model .*$', out, re.M)  # its last step time is the one planned with
-    planned = re.findall(r'([\d,]+) ms (?:a step here|compiled|with dropout)', model[0] if model else '')[-1:]
+    planned = re.findall(r'([\d,]+) ms a step here', model[0] if model else '')[-1:]
     ms = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) ms/step \|', out)) or [math.nan]
     rate = sorted(float(v.replace(',', '')) for v in re.findall(r'\| ([\d,]+) tokens/s \|', out)) or [math.nan]
     refits = re.findall(r'^step \d+: (.* as it runs .*), to end', out, re.M) or ['never']

@@ -5,7 +5,6 @@ import os
 import torch
 
 os.environ['OMP_NUM_THREADS'] = '1'
-os.environ['TORCHINDUCTOR_COMPILE_THREADS'] = '1'  # torch.compile in the process itself, not in a pool it starts
 torch.set_num_threads(1)
 # an optimizer's first construction imports torch._dynamo (2 s): here, once, rather than in every script that
 # test_smoke.run starts as a fork of this process

@@ -47,7 +47,6 @@ seed = 1337             # seeds the initial weights, the batches and the sample
 device = ('cuda' if torch.cuda.is_available() else  # where to train? (--device=cpu: on the CPU)
           'mps' if torch.backends.mps.is_available() else 'cpu')
 dtype = 'auto'          # the matmuls' precision: float32, bfloat16, float16 (auto: fastest here)
-compile = 'auto'        # torch.compile the model? (auto: on a GPU, where it pays for itself)
 prompt = ''             # what text does the sample continue? ('': the vocabulary's first character)
 num_chars = 500         # how many characters to generate?
 temperature = 1.0       # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
@@ -266,7 +265,7 @@ def evaluate(run, val_data, amp):  # the average's val loss; keeps the best so f
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
 
 def train(model, run, train_data, val_data, amp):
-    net = prepared(model, train_data, amp)  # compiled, and under DDP, where they run
+    net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
     run.ticked = (time.time(), run.step)  # for the progress lines: since when, and since which step
     with stop_signals() as stop:  # Ctrl-C (or torchrun's SIGTERM) ends the run after a step
         while run.step < run.end:
@@ -437,27 +436,6 @@ class Muon(torch.optim.Optimizer):
                 x = x.T if tall else x
                 p.add_(x, alpha=-group['lr'] * math.sqrt(max(1, p.size(0) / p.size(1))))
 
-def prepared(model, train_data, amp):  # the model as training runs it
-    net = compiled(model, train_data, amp) if compile else model
-    return DistributedDataParallel(net) if DDP else net
-
-def compiled(model, train_data, amp):  # it needs Triton (GPU) or a C++ compiler (CPU)
-    start = time.time()
-    x, y = get_batch(train_data, torch.Generator().manual_seed(seed))
-    try:
-        net = torch.compile(model)
-        with amp:
-            loss = net(x, y)
-        loss.backward()  # compiled now, not in the first timed step
-    except Exception as e:
-        say(f'torch.compile cannot run here ({first_line(e)[:120]}); '
-            'training without it')
-        return model
-    finally:
-        model.zero_grad(set_to_none=True)
-    say(f'compiled the model in {time.time() - start:.0f} s')
-    return net
-
 def to_device(t):  # to a GPU from pinned memory: a copy the host does not wait for
     if device.startswith('cuda'):
         return t.pin_memory().to(device, non_blocking=True)
@@ -490,25 +468,15 @@ def plan(vocab_size, data, ckpt, named, started):  # every 'auto' setting chosen
     csv_file = log_file
     if log_file == 'auto':
         csv_file = os.path.splitext(checkpoint)[0] + '.csv'
-    chosen = dict(dtype=precision, log_file=csv_file, compile=compile)
-    if compile == 'auto':
-        chosen['compile'] = device.startswith('cuda')
+    chosen = dict(dtype=precision, log_file=csv_file)
     if data is None:  # sampling only
         return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision)
-    def seconds_left(compiling=chosen['compile']):  # less 5% for drift, and compiling's
-        return 0.95 * time_budget - (time.time() - started) - 40 * compiling
+    def seconds_left():  # (less 5% for drift)
+        return 0.95 * time_budget - (time.time() - started)
     n_train = int(0.9 * len(data))
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
+    # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
     training = plan_training(n_train, size, given, step_time, seconds_left())
-    # timed again as training runs: dropout makes a step dearer, compiling faster (or slower);
-    # training then reuses what torch.compile made here
-    if step_time and (training['dropout'] or chosen['compile']):
-        timed = training['dropout']
-        step_time = time_step(size, vocab_size, precision, timed, chosen['compile'])
-        training = plan_training(n_train, size, given, step_time, seconds_left(False))
-        training['dropout'] = training['dropout'] or timed  # (where none, the one timed)
-        how = 'compiled' * chosen['compile'] + ' with dropout' * bool(timed)
-        why += f'; {step_time * 1000:,.0f} ms {how.strip()}'
     chosen = everyone_follows(dict(given, **chosen, **size, **training))
     steps = chosen['max_iters']
     refit = dict(planned=step_time, n_train=n_train, seconds=0.0, steps=0, refitted=False,
@@ -566,8 +534,8 @@ def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seco
     return max(1, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
 
 def refit(run, step_time, steps):  # the steps that fit, as the run goes (see check_in)
-    # the plan timed a step in the machine's first seconds; training runs compiled, under DDP,
-    # on the text, and a machine's speed drifts
+    # the plan timed a plain step in the machine's first seconds; training runs with dropout,
+    # under DDP, on the text, and a machine's speed drifts
     fit = run.refit
     fit['seconds'] += step_time * steps
     fit['steps'] += steps
@@ -602,17 +570,15 @@ def work(size):  # a step's multiply-adds, roughly: the blocks' matrices and att
 def config(settings, vocab_size):  # the model's shape, from settings, a size or a checkpoint's
     return Config(vocab_size, *(settings[k] for k in Config._fields[1:]))
 
-def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # seconds, here
+def time_step(size, vocab_size, precision):  # a step's seconds, here
     # (under torchrun in every process, as DDP's collectives need: the first process's figure)
-    shape = dict(size, pair_rows=pair_rows, dropout=dropout_p)
-    model = GPT(config(shape, vocab_size)).to(device)
-    net = torch.compile(model) if compiled else model  # (its first step compiles it)
-    net = DistributedDataParallel(net) if DDP else net
+    model = GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size)).to(device)
+    net = DistributedDataParallel(model) if DDP else model
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run, amp = Run('', make_optimizers(model, precision), scaler), autocast(precision)
     B, T = size['batch_size'], size['block_size']
     xy = torch.randint(vocab_size, (B, T + 1), device=device)
-    x, y = xy[:, :-1], xy[:, 1:]  # (views, as get_batch's: torch.compile specialises)
+    x, y = xy[:, :-1], xy[:, 1:]
     times = []
     try:  # the first warms up; then 2 s or so (under torchrun 8 steps in every process)
         while len(times) < 4 + 4 * DDP or not DDP and sum(times[1:]) < 2 and len(times) < 20:
@@ -624,10 +590,6 @@ def time_step(size, vocab_size, precision, dropout_p=0.0, compiled=False):  # se
             times.append(time.time() - start)
     except torch.OutOfMemoryError:  # too large for this device: as if it took forever
         times = [math.inf] * 4
-    except Exception:  # torch.compile cannot run here: training says so, and runs plainly
-        if not compiled:
-            raise
-        return time_step(size, vocab_size, precision, dropout_p)
     return first_process_says(sum(times[1:]) / (len(times) - 1))
 
 # ----------------------------------------------------------------------- settings, start-up, output
@@ -638,7 +600,7 @@ NAMES = list(globals())  # the settings: every name from input_file to sample_fi
 SETTINGS = {k: globals()[k]
             for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
 CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=int,
-              max_iters=int, dropout=float, eval_interval=int, compile=bool)  # when given
+              max_iters=int, dropout=float, eval_interval=int)  # when given
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
 BELOW = dict(dropout=1, ema=1, seed=2 ** 63)  # other numbers: from 0 to below this, or 1e30
