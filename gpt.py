@@ -191,13 +191,14 @@ def get_batch(data, gen):  # every process draws all processes' windows and keep
 def split_loss(model, data, amp):  # the mean cross-entropy over the split's windows, end to end
     starts = eval_windows(data)  # (or, on a large text, eval_chars' worth of them evenly spread)
     model.eval()
-    total = 0.0
-    for i in range(0, len(starts), 64):
-        x, y = windows(data, starts[i:i + 64])
+    losses, sizes = [], []
+    for batch in starts[RANK::WORLD].split(64):  # (under torchrun each process a share)
         with amp:
-            total += model(x, y).item() * len(x)
+            losses.append(model(*windows(data, batch)))
+        sizes.append(len(batch))
     model.train()
-    return total / len(starts)
+    read = torch.stack(losses).tolist() if losses else []  # (one wait for the device, not many)
+    return shared(sum(loss * n for loss, n in zip(read, sizes)), add=True) / len(starts)
 
 # ---------------------------------------------------------------------------------------- training
 @dataclasses.dataclass
@@ -226,8 +227,7 @@ def make_optimizers(model, precision):  # Muon for the blocks' matrices, AdamW f
     pairs = [model.pairs.weight] if model.pairs is not None else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
-    muon = torch.bfloat16 if precision == 'bfloat16' else torch.float32  # (Muon: see below)
-    return [Muon(model.blocks.parameters(), muon_lr, muon),
+    return [Muon(model.blocks.parameters(), muon_lr, getattr(torch, precision)),  # (see below)
             torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
 
 def set_learning_rates(run):  # warm up, then decay linearly to zero at the run's last step
@@ -261,7 +261,7 @@ def evaluate(run, val_data, amp):  # the average's val loss; keeps the best so f
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
-    print(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
+    say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
 
 def train(model, run, train_data, val_data, amp):
@@ -280,7 +280,7 @@ def train(model, run, train_data, val_data, amp):
             # everything that follows is just diagnostics: progress lines, stopping, evaluations
             if run.step % log_interval == 0 or run.step == run.end or (stop.is_set() and not DDP):
                 check_in(model, run, loss, stop.is_set())  # (and refit)
-            if RANK == 0 and run.step % eval_interval == 0 and run.step < run.steps:
+            if run.step % eval_interval == 0 and run.step < run.steps:  # (in every process)
                 evaluate(run, val_data, amp)
                 save_checkpoint(model, run, unless_within=60)  # (a save can take seconds)
                 run.ticked = (time.time(), run.step)  # evaluation time is not training time
@@ -294,14 +294,14 @@ def finish(model, run, train_data, val_data, amp):  # the final line: the best m
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
     if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
-        print(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
+        say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
         model.load_state_dict(best_weights)
         val_loss = best_val
     train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val: all is 9x)
-    print(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{how_much_read(val_data)}')
+    say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{how_much_read(val_data)}')
     log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
     save_checkpoint(model, run)
-    print(f'saved {checkpoint}')
+    say(f'saved {checkpoint}')
 
 # ---------------------------------------------------------------------------------------- sampling
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
@@ -332,10 +332,10 @@ def main(args=None):  # args as on the command line (['--name=value', ...]); Non
             train_data, val_data = split_data(data)
             run = start_run(model, chars, ckpt, why['refit'])
             train(model, run, train_data, val_data, amp)
-            if RANK == 0 and run.step == run.steps:  # only a run that has ended reports its best
+            if run.step == run.steps:  # only a run that has ended reports its best
                 finish(model, run, train_data, val_data, amp)
         if RANK == 0:
-            model.eval().to(sampling_dtype())  # each new character reads every weight
+            model.eval()
             show(sample(model, chars, prompt, num_chars, temperature, top_k))  # (and sample_file)
         end_processes()
 
@@ -379,9 +379,6 @@ def drop(x, p):  # dropout: each element zeroed with probability p, the rest sca
         kept = torch.rand(x.shape, device=x.device) >= p
     return x * kept / (1 - p)  # so that what passes on is as large on average
 
-def sampling_dtype():  # a GPU samples in half precision; a CPU in float32, as fast or faster
-    return torch.float32 if device == 'cpu' else getattr(torch, dtype)
-
 def autocast(precision):  # the matmuls in this precision, everything else as it is
     kind = device.split(':')[0]
     return torch.autocast(kind, getattr(torch, precision), enabled=precision != 'float32')
@@ -403,7 +400,7 @@ def pick_dtype():  # the precision to train in, and why
         speedup = fastest(m) / fastest(m.bfloat16())
     except (RuntimeError, TypeError):  # a Mac before macOS 14
         speedup = 0.0
-    speedup = first_process_says(speedup)  # (every process takes one precision)
+    speedup = shared(speedup)  # (every process takes one precision)
     if speedup == 0:
         return 'float32', f'no bfloat16 on this {where}'
     speed = f"{speedup:.2g}x float32's matmul speed"
@@ -412,9 +409,10 @@ def pick_dtype():  # the precision to train in, and why
     return 'float32', f'bfloat16 is emulated on this {where}: {speed}'
 
 class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon's step (momentum, then each matrix's update orthogonalised), in the
-    precision training runs in: torch's always runs bfloat16, which a CPU without it emulates ~15x
-    slower (864 against 50 ms a step at 4 x 192) and a Mac without it cannot run."""
+    """torch.optim.Muon's step (momentum, then each matrix's update orthogonalised), with the
+    matrices of one shape orthogonalised together (torch's: one at a time, ~20 launches each), in
+    the precision training runs in: torch's always runs bfloat16, which a CPU without it emulates
+    ~15x slower (864 against 50 ms a step at 4 x 192) and a Mac without it cannot run."""
     def __init__(self, params, lr, precision):
         super().__init__(params, dict(lr=lr, momentum=0.95))
         self.precision = precision
@@ -423,18 +421,23 @@ class Muon(torch.optim.Optimizer):
     def step(self):
         a, b, c = 3.4445, -4.7750, 2.0315  # torch's Newton-Schulz coefficients, 3 steps
         for group in self.param_groups:
+            shapes, m = {}, group['momentum']
             for p in group['params']:
-                buf = self.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
-                buf.lerp_(p.grad, 1 - group['momentum'])
-                x = p.grad.lerp(buf, group['momentum']).to(self.precision)  # (Nesterov's)
-                tall = p.size(0) > p.size(1)
-                x = x.T if tall else x  # (the wide way round: the smaller Gram matrix)
-                x = x / x.norm().clamp(min=1e-7)
+                shapes.setdefault(p.shape, []).append(p)
+            for (rows, cols), ps in shapes.items():
+                bufs = [self.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
+                        for p in ps]
+                for p, buf in zip(ps, bufs):
+                    buf.lerp_(p.grad, 1 - m)
+                x = torch.stack([p.grad.lerp(buf, m) for p, buf in zip(ps, bufs)])  # (Nesterov's)
+                x = x.to(self.precision).mT if rows > cols else x.to(self.precision)  # (n, wide)
+                x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=1e-7)
                 for _ in range(3):
-                    gram = x @ x.T
-                    x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-                x = x.T if tall else x
-                p.add_(x, alpha=-group['lr'] * math.sqrt(max(1, p.size(0) / p.size(1))))
+                    gram = x @ x.mT
+                    poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+                    x = torch.baddbmm(x, poly, x, beta=a)
+                for p, update in zip(ps, x.mT if rows > cols else x):
+                    p.add_(update, alpha=-group['lr'] * math.sqrt(max(1, rows / cols)))
 
 def to_device(t):  # to a GPU from pinned memory: a copy the host does not wait for
     if device.startswith('cuda'):
@@ -471,13 +474,13 @@ def plan(vocab_size, data, ckpt, named, started):  # every 'auto' setting chosen
     chosen = dict(dtype=precision, log_file=csv_file)
     if data is None:  # sampling only
         return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision)
-    def seconds_left():  # (less 5% for drift)
-        return 0.95 * time_budget - (time.time() - started)
+    def seconds_left():  # less 5% for drift (the first process's: every one plans the same)
+        return shared(0.95 * time_budget - (time.time() - started))
     n_train = int(0.9 * len(data))
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
     training = plan_training(n_train, size, given, step_time, seconds_left())
-    chosen = everyone_follows(dict(given, **chosen, **size, **training))
+    chosen = dict(given, **chosen, **size, **training)  # (the same in every process)
     steps = chosen['max_iters']
     refit = dict(planned=step_time, n_train=n_train, seconds=0.0, steps=0, refitted=False,
                  deadline=started + 0.95 * time_budget, warm=min(warmup_iters, steps // 2),
@@ -492,6 +495,9 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
         return fixed, None, 'as given'
     chosen, chosen_time, why = None, None, ''
     for size in [{**dict(zip(SIZE_NAMES, size)), **fixed} for size in SIZES]:
+        fed = max_passes * 0.9 * n_text >= MIN_STEPS * chars_a_step(size)
+        if not (fed or 'batch_size' in fixed):  # several processes on a small text: each a share
+            size['batch_size'] = -(-size['batch_size'] // WORLD)
         if size == chosen or not possible(size, n_text):
             continue
         # a text seen too many times is memorised, the more so by a larger model
@@ -528,9 +534,9 @@ def plan_training(n_train, size, given, step_time, seconds):  # steps, dropout, 
     return dict(max_iters=steps, dropout=drop, eval_interval=every)
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seconds
-    # an evaluation reads forward only, about a third of a step a batch, in the first process
-    # while the others wait; the end evaluates three times (val twice, and train)
-    eval_time = min(n_train // 9, eval_chars) / tokens * step_time / 3 * WORLD
+    # an evaluation reads forward only, about a third of a step a batch, each process its share;
+    # the end evaluates three times (val twice, and train)
+    eval_time = min(n_train // 9, eval_chars) / tokens * step_time / 3
     return max(1, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
 
 def refit(run, step_time, steps):  # the steps that fit, as the run goes (see check_in)
@@ -539,10 +545,10 @@ def refit(run, step_time, steps):  # the steps that fit, as the run goes (see ch
     fit = run.refit
     fit['seconds'] += step_time * steps
     fit['steps'] += steps
-    mean = first_process_says(fit['seconds'] / fit['steps'])  # since warm-up
+    mean = shared(fit['seconds'] / fit['steps'])  # since warm-up
     seconds = fit['deadline'] - time.time()
     left = steps_that_fit(fit['n_train'], chars_a_step(), mean, seconds, eval_interval)
-    total = first_process_says(max(run.step + 1, min(run.step + left, fit['cap'])))
+    total = shared(max(run.step + 1, min(run.step + left, fit['cap'])))
     if fit['refitted'] and abs(total - run.steps) <= 0.02 * run.steps:  # (little changes)
         return
     fit['refitted'] = True
@@ -590,7 +596,7 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
             times.append(time.time() - start)
     except torch.OutOfMemoryError:  # too large for this device: as if it took forever
         times = [math.inf] * 4
-    return first_process_says(sum(times[1:]) / (len(times) - 1))
+    return shared(sum(times[1:]) / (len(times) - 1))
 
 # ----------------------------------------------------------------------- settings, start-up, output
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # Tiny Shakespeare's
@@ -979,13 +985,10 @@ def agree(loss, stop):  # the mean loss over all processes, and > 0 if any asked
         dist.all_reduce(status)
     return status / WORLD
 
-def everyone_follows(settings):  # the first process's plan: every process trains the same
-    return {k: v if isinstance(v, str) else first_process_says(v) for k, v in settings.items()}
-
-def first_process_says(number):  # under torchrun, the first process's number in all
+def shared(number, add=False):  # under torchrun: the first process's number in all, or the sum
     if DDP:  # (in a tensor: broadcast_object_list needs numpy, which torch does not install)
         value = torch.tensor(float(number), dtype=torch.float64, device=device)
-        dist.broadcast(value, src=0)
+        dist.all_reduce(value) if add else dist.broadcast(value, src=0)
         number = type(number)(value.item())
     return number
 
@@ -995,7 +998,7 @@ def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: all
     end_processes()
     leave(130)
 
-def end_processes():  # the others wait for the first's evaluation: all part together
+def end_processes():  # the others wait for the first's sample: all part together
     if DDP:
         dist.barrier()
         dist.destroy_process_group()

@@ -32,7 +32,7 @@ def test_the_plan_times_the_step_as_torchrun_trains_it(monkeypatch):
     monkeypatch.setattr(gpt, 'DDP', True)
     monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: wrapped.append(net) or net)
     monkeypatch.setattr(gpt, 'optimizer_step', lambda *args: steps.append(1) or step(*args))
-    monkeypatch.setattr(gpt, 'first_process_says', lambda number: number)  # (no other process here)
+    monkeypatch.setattr(gpt, 'shared', lambda number, add=False: number)  # (no other process here)
     assert gpt.time_step(dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2), 65, 'float32') > 0
     assert len(wrapped) == 1 and len(steps) == 8
 
@@ -47,6 +47,24 @@ def test_a_planned_run_under_torchrun(tmp_path, text_file):
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r'^model .*: [\d,.]+ ms a step here', out.stdout, re.M), out.stdout
     assert re.search(r'^stopped at step 3 of [\d,]+: saved ', out.stdout, re.M), out.stdout
+
+
+def test_processes_refit_together_whichever_evaluated(tmp_path, text_file):
+    # only the first process evaluates, and its clock restarts after: the refit at the first progress line past
+    # warm-up (a broadcast) must come in every process alike, or one waits for the other forever
+    sizes = [a for a in TINY['gpt.py'] if not a.startswith(('--max_iters', '--eval_interval', '--log_interval',
+                                                            '--warmup_iters'))]
+    args = [str(ROOT / 'gpt.py'), f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}', '--device=cpu',
+            *sizes, '--warmup_iters=2', '--eval_interval=3', '--log_interval=5', '--stop_after=10',
+            '--time_budget=60', '--num_chars=0']
+    try:
+        out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                              *args], capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail('the two processes waited on each other for 90 s')
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r'^step 5: [\d,]+ ms a step as it runs', out.stdout, re.M), out.stdout  # (it refitted)
+    assert re.search(r'^stopped at step 10 of [\d,]+: saved ', out.stdout, re.M), out.stdout
 
 
 def test_each_process_trains_on_its_own_share(monkeypatch):

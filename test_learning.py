@@ -256,39 +256,33 @@ def test_qk_norm_undoes_any_scale_of_the_queries_and_keys():
 
 @pytest.mark.parametrize('precision', ['bfloat16', 'float32'])
 def test_muon_steps_as_torchs_muon_in_the_precision_asked(precision, monkeypatch):
-    # torch.optim.Muon orthogonalises in bfloat16 always, emulated ~15x slower on most laptops' CPUs: gpt.py's Muon
-    # is its arithmetic in the precision training runs in. In bfloat16 it is torch's bit for bit; in float32 torch's
-    # own iteration, run in float32 (its private function swapped, here only), is ours bit for bit too.
+    # torch.optim.Muon orthogonalises one matrix at a time, in bfloat16 always (emulated ~15x slower on most laptops'
+    # CPUs); gpt.py's Muon does its arithmetic for all matrices of a shape at once, in the precision asked: it agrees
+    # with torch's in bfloat16, and in float32 with torch's iteration run in float32 (its private function swapped,
+    # here only), each far closer than the two precisions are to each other.
     if precision == 'float32':
-        muon = torch.optim._muon
         def in_float32(grad, ns_coefficients, ns_steps, eps):
             x = grad.T if grad.size(0) > grad.size(1) else grad
             x = x / x.norm().clamp(min=eps)
+            a, b, c = ns_coefficients
             for _ in range(ns_steps):
                 gram = x @ x.T
-                x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=ns_coefficients[1], alpha=ns_coefficients[2]),
-                                x, beta=ns_coefficients[0])
+                x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
             return x.T if grad.size(0) > grad.size(1) else x
-        monkeypatch.setattr(muon, '_zeropower_via_newtonschulz', in_float32)
-    ours, theirs = [[torch.nn.Parameter(torch.randn(*shape)) for shape in ((48, 96), (96, 48))] for _ in range(2)]
-    for a, b in zip(ours, theirs):
-        b.data.copy_(a.data)
+        monkeypatch.setattr(torch.optim._muon, '_zeropower_via_newtonschulz', in_float32)
+    shapes = ((48, 96), (96, 48), (48, 96), (32, 32))  # (two of one shape: orthogonalised together)
+    ours = [torch.nn.Parameter(torch.randn(*shape) * 0.02) for shape in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     mine = gpt.Muon(ours, 0.02, getattr(torch, precision))
-    torch_s = torch.optim.Muon(theirs, lr=0.02, weight_decay=0, ns_steps=3)
+    torchs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0, ns_steps=3)
+    tolerance = 1e-5  # (steps of about 1e-3 a weight; bfloat16 against float32 differ by 1e-4 and more)
     for _ in range(3):  # (the momentum too)
         for a, b in zip(ours, theirs):
             a.grad = torch.randn_like(a)
             b.grad = a.grad.clone()
+        before = [p.detach().clone() for p in ours]
         mine.step()
-        torch_s.step()
-        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
-    # and the two precisions differ: bfloat16's rounding is far coarser than float32's
-    grads = [torch.randn_like(p) for p in ours]
-    def one_step(precision):  # the weights after one step from the same start and gradients
-        weights = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-        for w, g in zip(weights, grads):
-            w.grad = g.clone()
-        gpt.Muon(weights, 0.02, precision).step()
-        return weights
-    assert all(torch.equal(a, b) for a, b in zip(one_step(torch.float32), one_step(torch.float32)))
-    assert not any(torch.equal(a, b) for a, b in zip(one_step(torch.bfloat16), one_step(torch.float32)))
+        torchs.step()
+        for a, b, start in zip(ours, theirs, before):
+            assert not torch.equal(a, start)
+            assert (a - b).abs().max() < tolerance, (a - b).abs().max()

@@ -71,6 +71,18 @@ def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monk
     assert machine.timed == []  # nothing left to time: passing the printed values back involves no clock
 
 
+def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machine, monkeypatch):
+    # 8 GPUs, each a whole batch of 64, would see Tiny Shakespeare 50 times in fewer than MIN_STEPS steps: the plan
+    # keeps the model one GPU gets, and gives each process an eighth of its batch
+    one, _, _ = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
+    monkeypatch.setattr(gpt, 'WORLD', 8)
+    eight, _, why = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
+    assert tuple(one[k] for k in NAMES) == gpt.SIZES[3] and 'too small' not in why
+    assert tuple(eight[k] for k in NAMES) == gpt.SIZES[3][:4] + (8,)
+    big, _, _ = gpt.plan_model(65, 100_000_000, {}, 'float32', 1e9)  # a large text: a whole batch each
+    assert tuple(big[k] for k in NAMES) == gpt.SIZES[3]
+
+
 def test_the_steps_fill_the_time_left_after_evaluations(machine):
     n_train, step_time, seconds = 5_000_000, 0.1, 300.0  # a large text: about 2 passes, no dropout
     plan = gpt.plan_training(n_train, dict(zip(NAMES, gpt.SIZES[1])), {}, step_time, seconds)
