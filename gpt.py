@@ -1,5 +1,4 @@
 """A character-level GPT, trained from scratch on one text file (Tiny Shakespeare unless told so).
-
     python gpt.py                                      train on input.txt, save gpt.pt, and sample
     python gpt.py --input_file=my_text.txt             train on your own text (any UTF-8 text)
     python gpt.py --sample_only=True --prompt="ROMEO:" sample from gpt.pt without training
@@ -7,57 +6,57 @@ In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(
 """
 import ast, collections, contextlib, copy, csv, dataclasses, hashlib, io, math, os
 import signal, sys, threading, time, timeit, urllib.request, warnings
-IMPORTED = time.time()  # run as a program, the time budget counts from here (importing torch too)
-warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
+IMPORTED = time.time()  # run as a program, the budget counts from here
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # (notebook: its own)
+HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # (notebook: cwd)
 # ------------------------ settings, each as --name=value (plan, below the banner, chooses 'auto')
-input_file = os.path.join(HERE, 'input.txt')  # the text to train on (UTF-8); fetched if missing
-checkpoint = os.path.join(HERE, 'gpt.pt')  # written at evaluations (a minute apart) and at the end
-log_file = 'auto'       # the run's losses, as CSV (auto: gpt.csv beside the checkpoint; '': none)
-resume = False          # go on training from the checkpoint instead of starting afresh?
+input_file = os.path.join(HERE, 'input.txt')  # the text to train on; fetched if missing
+checkpoint = os.path.join(HERE, 'gpt.pt')  # written at evaluations and at the end
+log_file = 'auto'       # where do the losses go, as CSV? (auto: gpt.csv; '': none)
+resume = False          # go on training from the checkpoint?
 sample_only = False     # only load the checkpoint and generate?
-time_budget = 300.0     # how many seconds may the whole run take, start to sample, on this machine?
+time_budget = 300.0     # how many seconds may the run take, start to sample?
 n_layer = 'auto'        # how many transformer blocks?
 n_head = 'auto'         # how many attention heads in each block?
 n_embd = 'auto'         # how wide is the residual stream?
 block_size = 'auto'     # what is the maximum context length for predictions?
-batch_size = 'auto'     # how many sequences per step in each process? (torchrun: in each of them)
-max_iters = 'auto'      # how many optimizer steps? (the learning rate reaches zero at the last)
-max_passes = 50         # at most how many passes over the training text? (more only memorise it)
-dropout = 'auto'        # what share of activations is dropped in training? (more, the more passes)
-eval_interval = 'auto'  # how many steps between evaluations? (each keeps the best model so far)
-ema = 0.99              # what share of the weights' running average does a step keep? (0: none)
-eval_chars = 250_000    # at most how many validation characters does an evaluation read?
-stop_after = 0          # end this run after this many steps, and save? (0: never; resume goes on)
+batch_size = 'auto'     # how many sequences per step, in each process?
+max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
+max_passes = 50         # at most how many passes over the training text?
+dropout = 'auto'        # what share of activations is dropped in training?
+eval_interval = 'auto'  # how many steps between evaluations?
+ema = 0.99              # how much of the weights' average does a step keep?
+eval_chars = 250_000    # at most how many characters does an evaluation read?
+stop_after = 0          # stop after this many steps, and save? (0: never)
 warmup_iters = 100      # how many steps of linear learning-rate warm-up?
 lr = 3e-3               # AdamW's learning rate (the output head)
-embed_lr = 0.1          # AdamW's rate for the embedding table, which learns faster with more
-pair_rows = 16384       # rows of the table embedding each character with the one before (0: none)
-pair_lr = 0.003         # AdamW's rate for that table, whose rows are each seen far less often
-muon_lr = 0.02          # Muon's learning rate (the blocks' weight matrices)
+embed_lr = 0.1          # AdamW's rate for the embedding table
+pair_rows = 16384       # how many rows embed each character with the one before?
+pair_lr = 0.003         # AdamW's rate for that table (rows seen less often)
+muon_lr = 0.02          # Muon's rate (the blocks' weight matrices)
 grad_clip = 1.0         # clip the gradient norm to this (0: don't)
 log_interval = 50       # how many steps between progress lines?
-seed = 1337             # seeds the initial weights, the batches and the sample
-device = ('cuda' if torch.cuda.is_available() else  # where to train? (--device=cpu: on the CPU)
+seed = 1337             # seeds the weights, the batches and the sample
+device = ('cuda' if torch.cuda.is_available() else  # where to train?
           'mps' if torch.backends.mps.is_available() else 'cpu')
-dtype = 'auto'          # the matmuls' precision: float32, bfloat16, float16 (auto: fastest here)
-prompt = ''             # what text does the sample continue? ('': the vocabulary's first character)
+dtype = 'auto'          # the matmuls' precision? (auto: the fastest here)
+prompt = ''             # what does the sample continue? ('': the first character)
 num_chars = 500         # how many characters to generate?
-temperature = 1.0       # <1 is more conservative, >1 more adventurous, 0 always takes the likeliest
-top_k = 0               # sample among the k likeliest characters only (0: all)
+temperature = 1.0       # <1 more conservative, >1 wilder, 0 the likeliest
+top_k = 0               # sample among the k likeliest only (0: all)
 sample_file = ''        # also write the sample to this file
 
-# ---------------------------------------------------------------------------------------- the model
-Config = collections.namedtuple(  # the model's shape: the settings of these names, once chosen
+# ------------------------------------- the model (Config: its shape, the settings of these names)
+Config = collections.namedtuple(
     'Config', 'vocab_size n_layer n_head n_embd block_size pair_rows dropout')
 
-def rotate(x, cos, sin):  # rotary positions: each channel pair turned by an angle growing with it
+def rotate(x, cos, sin):  # rotary positions: channel pairs turned by position
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
@@ -80,20 +79,20 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.add(k, v)
         y = attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side again
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side
 
 class SwiGLU(nn.Module):
     """The MLP: half of its units gate the other half (better than GELU here; TUNING.md)."""
     def __init__(self, config):
         super().__init__()
-        C, hidden = config.n_embd, 8 * config.n_embd // 3  # (two halves: the 4x MLP's weights)
+        C, hidden = config.n_embd, 8 * config.n_embd // 3  # (the 4x MLP's weights)
         self.up, self.down = nn.Linear(C, 2 * hidden, bias=False), nn.Linear(hidden, C, bias=False)
 
     def forward(self, x):
         gate, value = self.up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * value)
 
-def norm(config):  # each position to zero mean and unit variance; learned gains did not help
+def norm(config):  # learned gains did not help
     return nn.LayerNorm(config.n_embd, elementwise_affine=False)
 
 class Block(nn.Module):
@@ -117,20 +116,20 @@ class GPT(nn.Module):
         V, C = config.vocab_size, config.n_embd
         self.embed = nn.Embedding(V, C)
         # each character with the one before it: what a trigram counts, there from the start
-        rows = min(config.pair_rows, (V + 1) * V)  # a row for every pair, or shared past pair_rows
+        rows = min(config.pair_rows, (V + 1) * V)  # or shared past pair_rows
         self.pairs = nn.Embedding(rows, C) if rows else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f, self.head = norm(config), nn.Linear(C, V, bias=False)
-        for name, p in self.named_parameters():  # small weights, and branches that start near zero
+        for name, p in self.named_parameters():  # small weights; branches start near 0
             small = name.endswith(('proj.weight', 'down.weight'))
             nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer) if small else 0.02)
 
     def forward(self, idx, targets=None, caches=None, start=0, before=None):  # idx (B, T)
-        hs = self.config.n_embd // self.config.n_head  # the rotary angles, (T, hs/2):
+        hs = self.config.n_embd // self.config.n_head  # rotary angles (T, hs/2):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
         x = self.embed(idx)  # (B, T, C)
-        if self.pairs is not None:  # the character before each: `before` (B, 1) first, or none (V)
+        if self.pairs is not None:  # the character before each
             V = self.config.vocab_size
             first = torch.full_like(idx[:, :1], V) if before is None else before
             previous = torch.cat((first, idx[:, :-1]), dim=1)  # (B, T)
@@ -148,7 +147,7 @@ class GPT(nn.Module):
         # each character is predicted as in training, from at most block_size: a cache cannot slide
         # (above layer 1 its keys hold characters that left), so a full window restarts from half
         T = self.config.block_size
-        def fresh(window):  # (1, t) -> its logits, and the caches that now hold it
+        def fresh(window):  # (1, t) -> logits, and caches holding it
             caches = [KVCache(T) for _ in self.blocks] if use_cache else None
             return self(window, caches=caches), caches
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
@@ -158,106 +157,80 @@ class GPT(nn.Module):
             if idx.size(1) - begin > T:  # full: keep its last half, rounded up
                 begin = idx.size(1) - (T + 1) // 2
                 logits, caches = fresh(idx[:, begin:])
-            elif use_cache:  # one new position, its keys and values added to the cache
+            elif use_cache:  # one new position, added to the cache
                 at = idx.size(1) - 1 - begin
                 logits = self(idx[:, -1:], caches=caches, start=at, before=idx[:, -2:-1])
             else:  # the whole window again: what the cache saves
                 logits = self(idx[:, begin:])
         return idx
 
-def pick_next(logits, temperature, top_k):  # logits (B, vocab) -> (B, 1): a character drawn
-    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or as good as 0 in this precision
+def pick_next(logits, temperature, top_k):  # (B, vocab) -> (B, 1)
+    if temperature < torch.finfo(logits.dtype).tiny:  # 0, or as good as 0
         return logits.argmax(-1, keepdim=True)
-    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (largest 0: no inf/inf)
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (no inf / inf)
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
 # --------------------------- the data (read_data, below the banner, makes each character its place)
-def split_data(data):  # the first 90% to train on, the rest to validate
-    n_train = int(0.9 * len(data))
-    return data[:n_train].to(device), data[n_train:].to(device)
-
-def windows(data, starts):  # the windows at these starts, and what follows each: (B, T) twice
+def windows(data, starts):  # (B, T) and what follows each
     xy = data[to_device(starts[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
 
-def get_batch(data, gen):  # every process draws all processes' windows and keeps its own batch_size
+def get_batch(data, gen):  # each process its share of the draws
     starts = torch.randint(len(data) - block_size, (batch_size * WORLD,), generator=gen)
     return windows(data, starts[RANK::WORLD])
 
 @torch.no_grad()
-def split_loss(model, data, amp):  # the mean cross-entropy over the split's windows, end to end
-    starts = eval_windows(data)  # (or, on a large text, eval_chars' worth of them evenly spread)
+def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
+    starts = eval_windows(data)  # (a large text: eval_chars' worth, spread)
     model.eval()
     losses, sizes = [], []
-    for batch in starts[RANK::WORLD].split(64):  # (under torchrun each process a share)
+    for batch in starts[RANK::WORLD].split(64):  # (each process a share)
         with amp:
             losses.append(model(*windows(data, batch)))
         sizes.append(len(batch))
     model.train()
-    read = torch.stack(losses).tolist() if losses else []  # (one wait for the device, not many)
+    read = torch.stack(losses).tolist() if losses else []  # (one wait for the device)
     return shared(sum(loss * n for loss, n in zip(read, sizes)), add=True) / len(starts)
 
-# ---------------------------------------------------------------------------------------- training
-@dataclasses.dataclass
-class Run:
-    """What changes as a run goes on: all that its checkpoint keeps, to go on exactly."""
-    vocab: str
-    optimizers: list
-    scaler: torch.amp.GradScaler  # float16 only: the loss scaled up, so that gradients survive
-    gen: torch.Generator = None  # draws the batches
-    average: nn.Module = None  # the weights' running average: what is evaluated and kept
-    steps: int = 0  # where the learning rate reaches zero: max_iters, refitted as the run goes
-    step: int = 0
-    stop_at: float = math.inf  # where this run stops, to be resumed (--stop_after)
-    best: tuple = (math.inf, 0, None)  # the best evaluated val loss, its step, and those weights
-    log: list = dataclasses.field(default_factory=list)  # the log's rows so far
-    began: float = 0.0  # when the log's seconds began
-    ticked: tuple = (0.0, 0)  # the last progress line's time and step
-    saved: float = -math.inf  # when the checkpoint was last written
-    refit: dict = None  # a planned run's steps, refitted as it runs (see refit)
-
-    @property
-    def end(self):  # the step this run stops at
-        return min(self.steps, self.stop_at)
-
-def make_optimizers(model, precision):  # Muon for the blocks' matrices, AdamW for the rest
+# ------------------------------------------ training (a run's state, Run, is below the banner)
+def make_optimizers(model, precision):  # Muon for the matrices, AdamW the rest
     pairs = [model.pairs.weight] if model.pairs is not None else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
     return [Muon(model.blocks.parameters(), muon_lr, getattr(torch, precision)),  # (see below)
             torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
 
-def set_learning_rates(run):  # warm up, then decay linearly to zero at the run's last step
-    warm = min(warmup_iters, run.steps // 2)  # (a short run still reaches its peak, and ends at 0)
+def set_learning_rates(run):  # warm up, then down to 0 at the end
+    warm = min(warmup_iters, run.steps // 2)  # (a short run still peaks)
     factor = min((run.step + 1) / (warm + 1), (run.steps - run.step) / max(1, run.steps - warm))
     groups = [g for opt in run.optimizers for g in opt.param_groups]
-    for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # the rates given now, always
+    for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # (the rates given now)
         group['lr'] = peak * factor
 
-def optimizer_step(model, run, loss):  # backward, and one step of every optimizer
-    run.scaler.scale(loss).backward()  # (float16: scaled up; then down, so that clipping sees them)
+def optimizer_step(model, run, loss):  # backward, and every optimizer steps
+    run.scaler.scale(loss).backward()  # (float16: scaled up, then down to clip)
     for opt in run.optimizers:
         run.scaler.unscale_(opt)
     norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if grad_clip:
         nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
-    overflowed = run.scaler.is_enabled() and not norm.isfinite()  # float16: then every one skips
+    overflowed = run.scaler.is_enabled() and not norm.isfinite()  # (float16: all skip)
     for opt in run.optimizers:
         if not overflowed:
             run.scaler.step(opt)
         opt.zero_grad(set_to_none=True)
-    run.scaler.update()  # (float16: the scale halves after an overflow, and grows after a calm)
+    run.scaler.update()  # (float16: halves after an overflow)
 
 @torch.no_grad()
-def update_average(run, model):  # what is evaluated: the weights' running average, a smoother model
-    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on, about the last tenth of steps)
+def update_average(run, model):  # a smoother model, evaluated and kept
+    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on: about the last tenth)
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
-def evaluate(run, val_data, amp):  # the average's val loss; keeps the best so far (for overfit)
+def evaluate(run, val_data, amp):  # keeps the best so far
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
@@ -266,8 +239,8 @@ def evaluate(run, val_data, amp):  # the average's val loss; keeps the best so f
 
 def train(model, run, train_data, val_data, amp):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
-    run.ticked = (time.time(), run.step)  # for the progress lines: since when, and since which step
-    with stop_signals() as stop:  # Ctrl-C (or torchrun's SIGTERM) ends the run after a step
+    run.ticked = (time.time(), run.step)  # (the last progress line)
+    with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
             set_learning_rates(run)
             x, y = get_batch(train_data, run.gen)
@@ -282,61 +255,59 @@ def train(model, run, train_data, val_data, amp):
                 check_in(model, run, loss, stop.is_set())  # (and refit)
             if run.step % eval_interval == 0 and run.step < run.steps:  # (in every process)
                 evaluate(run, val_data, amp)
-                save_checkpoint(model, run, unless_within=60)  # (a save can take seconds)
-                run.ticked = (time.time(), run.step)  # evaluation time is not training time
-    if run.step < run.steps:  # --stop_after: the run as it stands, to go on from
+                save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
+                run.ticked = (time.time(), run.step)  # (evaluating is not training)
+    if run.step < run.steps:  # --stop_after: saved, to go on from
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
 
-def finish(model, run, train_data, val_data, amp):  # the final line: the best model, which is saved
-    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (an average can lag)
-    val_loss = min(ends)  # the lower of the last weights and their average
+def finish(model, run, train_data, val_data, amp):  # the final line; the best, saved
+    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (an average lags)
+    val_loss = min(ends)  # (the last weights, or their average)
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
-    if val_loss > best_val:  # past the turn: the model of the best evaluation is the one to keep
+    if val_loss > best_val:  # past the turn: the best evaluated is kept
         say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
         model.load_state_dict(best_weights)
         val_loss = best_val
-    train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val: all is 9x)
+    train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val)
     say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{how_much_read(val_data)}')
     log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
     save_checkpoint(model, run)
     say(f'saved {checkpoint}')
 
-# ---------------------------------------------------------------------------------------- sampling
+# ------------------------------------------------------------------------------ sampling, and main
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
     where = next(model.parameters()).device
     context = torch.tensor([[chars.index(c) for c in prompt or chars[0]]], device=where)  # (1, T)
     return ''.join(chars[i] for i in model.generate(context, n, temperature, top_k)[0].tolist())
 
-# ---------------------------------------------------------------------------------------- main
-def main(args=None):  # args as on the command line (['--name=value', ...]); None: the command line
-    with settings_kept(), errors_in_one_line():  # (settings put back: a notebook may call again)
-        named, started = start(args)  # the settings given, the output, the device, the processes
+def main(args=None):  # args as on the command line; None: sys.argv
+    with settings_kept(), errors_in_one_line():  # (a notebook may call again)
+        named, started = start(args)  # settings, output, device, processes
         ckpt = read_checkpoint(checkpoint) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
         unknown = ''.join(sorted(set(prompt) - set(chars)))
         need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
         choices, why = plan(len(chars), data, ckpt, named, started)
-        globals().update(choices)  # every 'auto' setting chosen, once: read-only from here on
+        globals().update(choices)  # every 'auto' setting chosen: read-only now
         amp = autocast(dtype)
         torch.manual_seed(seed)
         model = GPT(config(globals(), len(chars))).to(device)
-        if ckpt:  # sampling takes the best evaluated model; resuming, the latest weights
+        if ckpt:  # sampling: the best evaluated model
             weights, note = best_weights(ckpt) if sample_only else (ckpt['model'], '')
             load_weights(model, weights, checkpoint)
-            if note:
-                say(note)
+            say(note)
         announce(model, chars, why, data)
         if data is not None:
-            train_data, val_data = split_data(data)
+            n = int(0.9 * len(data))  # 90% to train on, the rest to validate
+            train_data, val_data = data[:n].to(device), data[n:].to(device)
             run = start_run(model, chars, ckpt, why['refit'])
             train(model, run, train_data, val_data, amp)
-            if run.step == run.steps:  # only a run that has ended reports its best
+            if run.step == run.steps:  # (a run that has ended)
                 finish(model, run, train_data, val_data, amp)
-        if RANK == 0:
-            model.eval()
-            show(sample(model, chars, prompt, num_chars, temperature, top_k))  # (and sample_file)
+        if RANK == 0:  # (and to sample_file)
+            show(sample(model.eval(), chars, prompt, num_chars, temperature, top_k))
         end_processes()
 
 # ==================================================================================================
@@ -345,7 +316,7 @@ def main(args=None):  # args as on the command line (['--name=value', ...]); Non
 # is as it is, with its measurements: TUNING.md.
 # ==================================================================================================
 # -------------------------------------------------------------------------- faster on some hardware
-def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs)
+def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs)
     causal = q.size(-2) > 1  # (a single new query sees every cached key)
     if not q.is_cpu:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
@@ -367,33 +338,33 @@ def explicit_attention(q, k, v, dropout_p):  # the lecture's form
     scores = scores.masked_fill(~seen, float('-inf'))
     return drop(scores.softmax(dim=-1), dropout_p) @ v
 
-def drop(x, p):  # dropout: each element zeroed with probability p, the rest scaled by 1 / (1 - p)
+def drop(x, p):  # zeroed with probability p, the rest scaled up
     if p == 0:
         return x
-    if x.is_cpu:  # four 16-bit draws from each 64-bit one: 1.6-2.5x faster than F.dropout's
+    if x.is_cpu:  # 16-bit draws: 1.6-2.5x F.dropout's speed
         n = x.numel()
         draws = torch.randint(-2 ** 63, 2 ** 63 - 1, (n // 4 + 1,))
-        draws = draws.view(torch.int16)[:n].view(x.shape)  # (each from -32768 to 32767)
+        draws = draws.view(torch.int16)[:n].view(x.shape)  # (-32768 to 32767)
         kept = draws >= min(round(65536 * p), 65535) - 32768
     else:
         kept = torch.rand(x.shape, device=x.device) >= p
-    return x * kept / (1 - p)  # so that what passes on is as large on average
+    return x * kept / (1 - p)  # (as large on average)
 
-def autocast(precision):  # the matmuls in this precision, everything else as it is
+def autocast(precision):  # the matmuls in this precision
     kind = device.split(':')[0]
     return torch.autocast(kind, getattr(torch, precision), enabled=precision != 'float32')
 
 def pick_dtype():  # the precision to train in, and why
     if dtype != 'auto':
         return dtype, 'as asked'
-    if device.startswith('cuda'):  # T4s, V100s and older: float16, with loss scaling
+    if device.startswith('cuda'):  # T4s, V100s: float16, loss scaled
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return 'bfloat16', 'native on this GPU'
         return 'float16', 'this GPU has no native bfloat16'
     # a CPU or a Mac with bfloat16 multiplies 1.6-5x faster in it, one without 10-80x slower
     where = 'Mac' if device == 'mps' else 'CPU'
     m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)
-    def fastest(m):  # of six products (the first warms up; a Mac's run asynchronously)
+    def fastest(m):  # of six (a Mac's run asynchronously)
         wait = torch.mps.synchronize if device == 'mps' else lambda: None
         return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
     try:
@@ -419,7 +390,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self):
-        a, b, c = 3.4445, -4.7750, 2.0315  # torch's Newton-Schulz coefficients, 3 steps
+        a, b, c = 3.4445, -4.7750, 2.0315  # torch's coefficients
         for group in self.param_groups:
             shapes, m = {}, group['momentum']
             for p in group['params']:
@@ -439,23 +410,23 @@ class Muon(torch.optim.Optimizer):
                 for p, update in zip(ps, x.mT if rows > cols else x):
                     p.add_(update, alpha=-group['lr'] * math.sqrt(max(1, rows / cols)))
 
-def to_device(t):  # to a GPU from pinned memory: a copy the host does not wait for
+def to_device(t):  # a copy the host does not wait for
     if device.startswith('cuda'):
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
 # -------------------------------------------------------------------- the plan: how large, how long
-SIZES = [  # (n_layer, n_head, n_embd, block_size, batch_size), smallest first
+SIZES = [  # smallest first
     (3, 4, 128, 128, 24),  # a laptop's CPU without bfloat16
     (4, 4, 192, 128, 24),  # two CPU cores with bfloat16
     (6, 8, 256, 256, 32),  # a fast CPU, a Mac
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
-SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # what a checkpoint's model is built with
+SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
 RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'eval_interval')  # kept by a resumed run
-MIN_STEPS = 1000  # a larger model learns more a step, but in fewer steps a smaller one wins
+MIN_STEPS = 1000  # with fewer steps, a smaller model wins
 
-def plan(vocab_size, data, ckpt, named, started):  # every 'auto' setting chosen, and why
+def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
     # the model's size and the run's length follow the time given, the machine and the text;
     # a resumed run goes on as it was planned (its checkpoint holds the plan)
     given = {k: globals()[k] for k in SIZE_NAMES + RUN_NAMES if globals()[k] != 'auto'}
@@ -474,13 +445,13 @@ def plan(vocab_size, data, ckpt, named, started):  # every 'auto' setting chosen
     chosen = dict(dtype=precision, log_file=csv_file)
     if data is None:  # sampling only
         return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision)
-    def seconds_left():  # less 5% for drift (the first process's: every one plans the same)
+    def seconds_left():  # (the first process's: all plan alike)
         return shared(0.95 * time_budget - (time.time() - started))
     n_train = int(0.9 * len(data))
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
     training = plan_training(n_train, size, given, step_time, seconds_left())
-    chosen = dict(given, **chosen, **size, **training)  # (the same in every process)
+    chosen = dict(given, **chosen, **size, **training)  # (alike in every process)
     steps = chosen['max_iters']
     refit = dict(planned=step_time, n_train=n_train, seconds=0.0, steps=0, refitted=False,
                  deadline=started + 0.95 * time_budget, warm=min(warmup_iters, steps // 2),
@@ -496,7 +467,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
     chosen, chosen_time, why = None, None, ''
     for size in [{**dict(zip(SIZE_NAMES, size)), **fixed} for size in SIZES]:
         fed = max_passes * 0.9 * n_text >= MIN_STEPS * chars_a_step(size)
-        if not (fed or 'batch_size' in fixed):  # several processes on a small text: each a share
+        if not (fed or 'batch_size' in fixed):  # a small text: a share each
             size['batch_size'] = -(-size['batch_size'] // WORLD)
         if size == chosen or not possible(size, n_text):
             continue
@@ -539,7 +510,7 @@ def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seco
     eval_time = min(n_train // 9, eval_chars) / tokens * step_time / 3
     return max(1, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
 
-def refit(run, step_time, steps):  # the steps that fit, as the run goes (see check_in)
+def refit(run, step_time, steps):  # the steps that fit, as the run goes
     # the plan timed a plain step in the machine's first seconds; training runs with dropout,
     # under DDP, on the text, and a machine's speed drifts
     fit = run.refit
@@ -557,7 +528,7 @@ def refit(run, step_time, steps):  # the steps that fit, as the run goes (see ch
         'to end within the time budget')
     run.steps = total
 
-def chars_a_step(size=None):  # characters a step reads, all processes together
+def chars_a_step(size=None):  # characters a step reads, all processes
     size = size or globals()
     return size['batch_size'] * size['block_size'] * WORLD
 
@@ -565,15 +536,15 @@ def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on '
             f'{size["block_size"]}-character windows, batch {size["batch_size"]}')
 
-def possible(size, n_text):  # heads of even size; both splits hold a window
+def possible(size, n_text):  # heads of even size; a window in each split
     C, nh = size['n_embd'], size['n_head']
     return C % nh == 0 and C // nh % 2 == 0 and n_text >= 10 * (size['block_size'] + 1)
 
-def work(size):  # a step's multiply-adds, roughly: the blocks' matrices and attention
+def work(size):  # multiply-adds of a step, roughly
     T, C = size['block_size'], size['n_embd']
     return size['batch_size'] * T * size['n_layer'] * (12 * C * C + 2 * T * C)
 
-def config(settings, vocab_size):  # the model's shape, from settings, a size or a checkpoint's
+def config(settings, vocab_size):  # from settings, a size or a checkpoint's
     return Config(vocab_size, *(settings[k] for k in Config._fields[1:]))
 
 def time_step(size, vocab_size, precision):  # a step's seconds, here
@@ -586,7 +557,7 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     xy = torch.randint(vocab_size, (B, T + 1), device=device)
     x, y = xy[:, :-1], xy[:, 1:]
     times = []
-    try:  # the first warms up; then 2 s or so (under torchrun 8 steps in every process)
+    try:  # the first warms up; then 2 s (torchrun: 8 steps)
         while len(times) < 4 + 4 * DDP or not DDP and sum(times[1:]) < 2 and len(times) < 20:
             start = time.time()
             with amp:
@@ -594,22 +565,22 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
             optimizer_step(model, run, loss)
             loss.item()  # waits for the device
             times.append(time.time() - start)
-    except torch.OutOfMemoryError:  # too large for this device: as if it took forever
+    except torch.OutOfMemoryError:  # too large here: as if it took forever
         times = [math.inf] * 4
     return shared(sum(times[1:]) / (len(times) - 1))
 
 # ----------------------------------------------------------------------- settings, start-up, output
-SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # Tiny Shakespeare's
+SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # (Tiny Shakespeare)
 TINY_SHAKESPEARE = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
                     'tinyshakespeare/input.txt')
-NAMES = list(globals())  # the settings: every name from input_file to sample_file
+NAMES = list(globals())  # the settings: input_file to sample_file
 SETTINGS = {k: globals()[k]
             for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
 CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=int,
               max_iters=int, dropout=float, eval_interval=int)  # when given
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
-BELOW = dict(dropout=1, ema=1, seed=2 ** 63)  # other numbers: from 0 to below this, or 1e30
+BELOW = dict(dropout=1, ema=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
 
 class Bad(ValueError):
     """Bad input, or what this machine cannot do: one line and exit status 2."""
@@ -618,14 +589,14 @@ def need(ok, message):
     if not ok:
         raise Bad(message)
 
-def start(args):  # the settings given and the budget's start; the output, device, processes
+def start(args):  # the settings given, the budget's start...
     # the command line is read only where this file is the program run (not in a notebook's
     # kernel, whose arguments are its own, nor when imported); given args, the budget starts
     program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '-'))
     started = IMPORTED if args is None and program else time.time()
     args = sys.argv[1:] if args is None and program else list(args or [])
-    for stream in (sys.stdout, sys.stderr):  # each line out when printed, also into a pipe,
-        if hasattr(stream, 'reconfigure'):  # and what a console cannot show escaped (\u0436)
+    for stream in (sys.stdout, sys.stderr):  # each line out when printed, and
+        if hasattr(stream, 'reconfigure'):  # what a console cannot show escaped
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
     need(hasattr(torch.optim, 'Muon'), f'gpt.py needs torch 2.9 or later, and this is '
          f'torch {torch.__version__}: pip install --upgrade "torch>=2.9"')
@@ -633,19 +604,19 @@ def start(args):  # the settings given and the budget's start; the output, devic
     start_processes()  # (and checks the device)
     return named, started
 
-def say(*lines):  # print, from the first process only
-    if RANK == 0:
+def say(*lines):  # print from the first process (if anything)
+    if RANK == 0 and any(lines):
         print(*lines, sep='\n')
 
-def show(text):  # the sample, printed and in sample_file (exact UTF-8, whatever the console)
+def show(text):  # printed, and in sample_file (in UTF-8)
     print(text)
     if sample_file:
         write_atomically(sample_file, lambda f: f.write(text.encode('utf-8')))
 
-def first_line(e):  # of an exception's message, or its name where it has none (an EOFError)
+def first_line(e):  # or its name, where it has none
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
-def leave(status):  # end this process; under torchrun at once (see the end of the file)
+def leave(status):  # under torchrun at once (see the end)
     if not DDP:
         sys.exit(status)
     sys.stdout.flush()
@@ -653,27 +624,27 @@ def leave(status):  # end this process; under torchrun at once (see the end of t
     os._exit(status)
 
 @contextlib.contextmanager
-def errors_in_one_line():  # bad input, or what the machine cannot do: one line, exit status 2
+def errors_in_one_line():  # one line, exit status 2
     try:
         yield
-    except KeyboardInterrupt:  # outside the training loop there is nothing to save
+    except KeyboardInterrupt:  # outside training: nothing to save
         leave(130)
-    except BrokenPipeError:  # the output's reader has gone (python gpt.py | head): quietly
+    except BrokenPipeError:  # (python gpt.py | head): quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         leave(1)
     except (Bad, FileNotFoundError, RuntimeError) as e:
         message = first_line(e)
         if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in message:
             message = (f'out of memory on {device}: try a smaller model or batch '
-                       '(--n_embd=, --batch_size=)')  # (a GPU's, a Mac's, a CPU allocator's)
-        elif isinstance(e, RuntimeError):  # under torchrun mostly another process gone
+                       '(--n_embd=, --batch_size=)')  # (a GPU's, a Mac's, a CPU's)
+        elif isinstance(e, RuntimeError):  # torchrun: mostly another process gone
             if not DDP:
                 raise
             message = f'process {RANK} stopped: {message[:200]}'
         print(f'error: {message}', file=sys.stderr)
         leave(2)
 
-def apply_overrides(args):  # --name=value, value a Python literal (as it is, for text settings)
+def apply_overrides(args):  # --name=value, value a Python literal
     valid = 'valid settings: ' + ', '.join(SETTINGS)
     for arg in args:
         name, eq, text = arg.removeprefix('--').partition('=')
@@ -704,9 +675,9 @@ def apply_overrides(args):  # --name=value, value a Python literal (as it is, fo
     need(not problems, '; '.join(problems))
     return {arg.removeprefix('--').partition('=')[0] for arg in args}
 
-def path_problem(name):  # what is wrong with where this setting's file would go, if anything
+def path_problem(name):  # what is wrong with where it goes
     path = globals()[name]
-    if path in ('', 'auto') and name != 'checkpoint':  # (none, or one beside the checkpoint)
+    if path in ('', 'auto') and name != 'checkpoint':  # (none, or beside the checkpoint)
         return ''
     folder = os.path.dirname(os.path.abspath(path))
     same = [k for k in ('input_file', 'checkpoint') if k != name and
@@ -715,7 +686,7 @@ def path_problem(name):  # what is wrong with where this setting's file would go
         (not path, f"{name} is empty: it needs a file's path"),
         (os.path.isdir(path), f'{name} {path} is a folder, not a file'),
         (not os.path.isdir(folder), f'{name} {path} is in a folder that does not exist'),
-        (not os.access(folder, os.W_OK),  # (a read-only disk, or another user's folder)
+        (not os.access(folder, os.W_OK),  # (a read-only disk)
          f'{name} {path} is in a folder that cannot be written to'),
         (same, f'{name} {path} is also the {"".join(same)}, which writing it would lose')]
         if bad), '')
@@ -728,14 +699,14 @@ def check_device():
     kind = torch.device(device).type
     need(kind in ('cpu', 'cuda', 'mps'),
          f'device {device!r} is not one that gpt.py trains on: cpu, cuda or mps')
-    if kind != 'cuda':  # 'cpu:0' is 'cpu', for every test of the device below
+    if kind != 'cuda':  # 'cpu:0' is 'cpu', for the tests below
         globals()['device'] = kind
         return
-    if ':' in device:  # what is asked of "the GPU" (is_bf16_supported...) asked of this one
+    if ':' in device:  # (is_bf16_supported... asks this GPU)
         torch.cuda.set_device(device)
     torch.set_float32_matmul_precision('high')  # TF32 where a GPU has it: ~8x faster
 
-def announce(model, chars, why, data):  # the start lines: what runs where, and every setting
+def announce(model, chars, why, data):  # what runs where, and every setting
     params = sum(p.numel() for p in model.parameters()) / 1e6
     say(f'device {device}, dtype {dtype} ({why["precision"]}), {params:.2f}M parameters, '
         f'vocabulary {len(chars)}, {WORLD} process{"es" * (WORLD > 1)}')
@@ -748,7 +719,7 @@ def announce(model, chars, why, data):  # the start lines: what runs where, and 
             f'{most}, dropout {dropout}, evaluating every {eval_interval} steps')
     say('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-def check_in(model, run, loss, stopped):  # at progress lines, and when a lone process stops
+def check_in(model, run, loss, stopped):  # also when a lone process stops
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
     # process checks in at the same steps (a collective), and Ctrl-C ends all at the next one
     loss, stopping = agree(loss, stopped).tolist()
@@ -769,7 +740,7 @@ def check_in(model, run, loss, stopped):  # at progress lines, and when a lone p
         interrupt(model, run)
 
 @contextlib.contextmanager
-def settings_kept():  # every setting put back as it was: main's choices end with it
+def settings_kept():  # main's choices end with it
     before = {k: globals()[k] for k in SETTINGS}
     try:
         yield
@@ -777,7 +748,7 @@ def settings_kept():  # every setting put back as it was: main's choices end wit
         globals().update(before)
 
 @contextlib.contextmanager
-def stop_signals():  # an Event set by Ctrl-C or SIGTERM; the handlers before put back after
+def stop_signals():  # set by Ctrl-C or SIGTERM
     stop = threading.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
@@ -793,26 +764,26 @@ class KVCache:
     def __init__(self, block_size):  # kv (2, B, nh, block_size, hs)
         self.block_size, self.kv, self.seen = block_size, None, 0
 
-    def add(self, k, v):  # k, v (B, nh, T, hs) -> the keys and values so far, these included
-        if self.kv is None:  # room for a window: generate starts anew before it is full
+    def add(self, k, v):  # -> the keys and values so far
+        if self.kv is None:  # (generate starts anew before it is full)
             self.kv = k.new_empty(2, k.size(0), k.size(1), self.block_size, k.size(3))
         self.kv[:, :, :, self.seen:self.seen + k.size(2)] = torch.stack((k, v))
         self.seen += k.size(2)
         return self.kv[:, :, :, :self.seen]
 
 # ----------------------------------------------------------------------------------------- the text
-def eval_windows(data):  # the split's windows' starts, end to end (or eval_chars' worth, spread)
+def eval_windows(data):  # the split's windows' starts
     n = (len(data) - 1) // block_size
     read = max(1, min(n, eval_chars // block_size))
     return torch.linspace(0, n - 1, read).round().long() * block_size
 
-def how_much_read(data):  # on a large text, how much of its validation split it read
+def how_much_read(data):  # on a large text: how much it read
     read = len(eval_windows(data)) * block_size
     if read >= len(data) - block_size:
         return ''
     return f' (on {read:,} of {len(data):,} validation characters, evenly spread)'
 
-def write_atomically(path, write):  # a crash while writing leaves the old file as it was
+def write_atomically(path, write):  # a crash leaves the old file whole
     tmp = f'{path}.tmp{os.getpid()}'
     try:
         with open(tmp, 'wb') as f:
@@ -820,8 +791,8 @@ def write_atomically(path, write):  # a crash while writing leaves the old file 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # (torch.save: a full disk is a RuntimeError)
-        with contextlib.suppress(OSError):  # (a read-only folder: no tmp was made)
+    except (OSError, RuntimeError) as e:  # (torch.save: a full disk)
+        with contextlib.suppress(OSError):  # (a read-only folder: none)
             os.remove(tmp)
         why = getattr(e, 'strerror', None) or first_line(e)
         raise Bad(f'cannot write {path}: {why}') from e
@@ -838,7 +809,7 @@ def download_tiny_shakespeare(path):
     write_atomically(path, lambda f: f.write(data))
     print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
 
-def read_data(path, ckpt):  # the vocabulary, and the text as integers, checked
+def read_data(path, ckpt):  # the vocabulary, and the text as integers
     if path == SETTINGS['input_file'] and not os.path.exists(path):
         download_tiny_shakespeare(path)
     try:
@@ -850,12 +821,12 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers, checked
     except UnicodeDecodeError as e:
         raise Bad(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
     window = ckpt['settings']['block_size'] if ckpt else block_size
-    needed = 10 * ((SIZES[0][3] if window == 'auto' else window) + 1)  # a window each split
+    needed = 10 * ((SIZES[0][3] if window == 'auto' else window) + 1)  # a window in each split
     need(len(text) >= needed,
          f'{path} has {len(text)} characters, fewer than the {needed} needed')
     # every distinct character in order (as the lecture's sorted(set(text))), as code points
     points = torch.frombuffer(bytearray(text.encode('utf-32-le')), dtype=torch.int32)
-    slices = points.split(2 ** 22)  # (4M at a time: little memory on a large text)
+    slices = points.split(2 ** 22)  # (4M at a time: little memory)
     chars = ''.join(map(chr, torch.cat([p.unique() for p in slices]).unique().tolist()))
     unknown = ''.join(sorted(set(chars) - set(ckpt['vocab']))) if ckpt else ''
     need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
@@ -866,10 +837,10 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers, checked
     return chars, torch.cat([torch.searchsorted(vocab, p).to(small) for p in slices])
 
 # -------------------------------------------------------------------------------------- checkpoints
-def seed_dropout(step):  # dropout's masks: new each step and in each process, the same on resume
-    torch.manual_seed(seed + WORLD * step + RANK)  # (the GPU's and the Mac's generators too)
+def seed_dropout(step):  # new each step and process; the same on resume
+    torch.manual_seed(seed + WORLD * step + RANK)  # (a GPU's and a Mac's too)
 
-def read_checkpoint(path):  # raises FileNotFoundError or Bad (a ValueError)
+def read_checkpoint(path):  # raises FileNotFoundError or Bad
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint {path} does not exist; train first, '
                                 'or pass --checkpoint=PATH')
@@ -888,18 +859,18 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad (a ValueError)
 def load_weights(model, weights, path):  # one line where they do not fit
     try:
         model.load_state_dict(weights)
-    except RuntimeError as e:  # (other names or shapes: from another version of gpt.py)
+    except RuntimeError as e:  # (another version of gpt.py)
         raise Bad(f'{path} holds weights that do not fit this model '
                   '(from another version of gpt.py?)') from e
 
-def best_weights(ckpt):  # the model the run reported; a run stopped early: its best evaluated
+def best_weights(ckpt):  # the one reported; stopped early: the best
     val, step, weights = ckpt['best']
     if weights is None or ckpt['step'] >= ckpt['settings']['max_iters']:  # (ended: its best)
         return ckpt['model'], ''
     return weights, (f'sampling the best model of that run: step {step} of '
                      f'{ckpt["step"]}, val loss {val:.4f}')
 
-def load(path='gpt.pt', device=None):  # for one's own code: (model, vocabulary), for sample()
+def load(path='gpt.pt', device=None):  # for one's own code
     """The model a checkpoint holds (its best, as --sample_only=True takes it), in float32 and
     eval mode on device (None: a GPU, else a Mac's, else the CPU). Raises FileNotFoundError or
     ValueError: never exits."""
@@ -908,7 +879,29 @@ def load(path='gpt.pt', device=None):  # for one's own code: (model, vocabulary)
     load_weights(model, best_weights(ckpt)[0], path)
     return model.to(device or SETTINGS['device']).eval(), ckpt['vocab']
 
-def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's, exactly
+@dataclasses.dataclass
+class Run:
+    """What changes as a run goes on: all that its checkpoint keeps, to go on exactly."""
+    vocab: str
+    optimizers: list
+    scaler: torch.amp.GradScaler  # (float16: scales the loss)
+    gen: torch.Generator = None  # draws the batches
+    average: nn.Module = None  # the weights' running average: evaluated, kept
+    steps: int = 0  # max_iters, refitted as the run goes
+    step: int = 0
+    stop_at: float = math.inf  # --stop_after
+    best: tuple = (math.inf, 0, None)  # best val loss, its step, those weights
+    log: list = dataclasses.field(default_factory=list)  # the log's rows
+    began: float = 0.0  # when the log's seconds began
+    ticked: tuple = (0.0, 0)  # the last progress line's time and step
+    saved: float = -math.inf  # when the checkpoint was last written
+    refit: dict = None  # see refit
+
+    @property
+    def end(self):  # the step this run stops at
+        return min(self.steps, self.stop_at)
+
+def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
     kind = device.split(':')[0]
     scaler = torch.amp.GradScaler(kind, enabled=dtype == 'float16')
     run = Run(chars, make_optimizers(model, dtype), scaler, torch.Generator().manual_seed(seed),
@@ -919,7 +912,7 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
             for saved, now in zip(state['param_groups'], opt.param_groups):
                 saved.update({k: v for k, v in now.items() if k != 'params'})  # (as given now)
             opt.load_state_dict(state)
-        if ckpt['scaler']:  # (empty where written in another precision: a new scale)
+        if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])
         run.gen.set_state(ckpt['rng'])
         run.step, run.best, run.log = ckpt['step'], ckpt['best'], ckpt['log']
@@ -932,7 +925,7 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
 LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss',
                'best_val_loss')
 
-def log_row(run, **losses):  # a row more, and the log written whole: a crash keeps the rows
+def log_row(run, **losses):  # the log written whole
     if RANK or not log_file:
         return
     rate = run.optimizers[0].param_groups[0]['lr']  # Muon's (the others follow it)
@@ -959,12 +952,12 @@ def save_checkpoint(model, run, unless_within=0):  # never a broken model over a
     write_atomically(checkpoint, lambda f: torch.save(state, f))
 
 # ---------------------------------------------------------------------------- processes and signals
-DDP = 'LOCAL_RANK' in os.environ  # under torchrun: a process per device, each its own batches
-RANK, WORLD = 0, 1  # which process, of how many: the first prints, evaluates, saves, samples
+DDP = 'LOCAL_RANK' in os.environ  # under torchrun: a process per device
+RANK, WORLD = 0, 1  # the first prints, evaluates, saves, samples
 
 def start_processes():
     global RANK, WORLD
-    if DDP and device.startswith('cuda'):  # each process its own GPU, before any opens GPU 0
+    if DDP and device.startswith('cuda'):  # each its own GPU
         globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
     check_device()
     if not DDP:
@@ -978,32 +971,32 @@ def start_processes():
         dist.init_process_group('gloo')
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
 
-def agree(loss, stop):  # the mean loss over all processes, and > 0 if any asked to stop
+def agree(loss, stop):  # the mean loss, and > 0 if any asked to stop
     stop = torch.tensor(float(stop), device=loss.device)  # (NCCL reduces GPU tensors only)
     status = torch.stack((loss.detach().float(), stop))
     if DDP:
         dist.all_reduce(status)
     return status / WORLD
 
-def shared(number, add=False):  # under torchrun: the first process's number in all, or the sum
-    if DDP:  # (in a tensor: broadcast_object_list needs numpy, which torch does not install)
+def shared(number, add=False):  # under torchrun: the first process's, or the sum
+    if DDP:  # (broadcast_object_list needs numpy)
         value = torch.tensor(float(number), dtype=torch.float64, device=device)
         dist.all_reduce(value) if add else dist.broadcast(value, src=0)
         number = type(number)(value.item())
     return number
 
-def interrupt(model, run):  # Ctrl-C, or torchrun's SIGTERM, in any process: all save and end
+def interrupt(model, run):  # Ctrl-C or SIGTERM: save, and all end
     save_checkpoint(model, run)
     say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
     end_processes()
     leave(130)
 
-def end_processes():  # the others wait for the first's sample: all part together
+def end_processes():  # all part together
     if DDP:
         dist.barrier()
         dist.destroy_process_group()
 
-if __name__ == '__main__':  # (also in a notebook cell that this file is pasted into)
+if __name__ == '__main__':  # (also pasted into a notebook cell)
     main()
     # under torchrun every process leaves with os._exit: gloo's threads can outlive the group
     # and abort a normal exit, and a process that failed alone must not wait for the others
