@@ -25,7 +25,7 @@
     python bench.py panel --smoke    any part at toy sizes, in seconds: it runs and prints, its figures mean nothing
 Runs on the CPU unless --device=cuda is given. Needs input.txt beside gpt.py (gpt.py fetches it) for part 1.
 """
-import collections, csv, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, tempfile, time, warnings
+import collections, copy, csv, glob, gettext, itertools, math, os, random, re, subprocess, sys, sysconfig, tempfile, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # torch works without numpy
 import torch
@@ -282,15 +282,30 @@ def training_step():  # gpt.py's own step (batch, forward, backward, optimizers)
     model = gpt_model().to(device)
     run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model, gpt.dtype),
                   scaler=torch.amp.GradScaler(enabled=False), gen=torch.Generator().manual_seed(0), steps=1000)
+    run.average = copy.deepcopy(model)
     data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)
     amp = torch.autocast(device, dtype=getattr(torch, gpt.dtype), enabled=gpt.dtype != 'float32')
+    from torch.profiler import record_function
 
-    def step():
+    def step():  # its parts named for the profiler (bench.py gpu)
         gpt.set_learning_rates(run)
         x, y = gpt.get_batch(data, run.gen)
-        with amp:
-            loss = model(x, y)
-        gpt.optimizer_step(model, run, loss)
+        with record_function('forward and backward'):
+            with amp:
+                loss = model(x, y)
+            run.scaler.scale(loss).backward()
+        with record_function('clipping and the optimizers'):
+            for opt in run.optimizers:
+                run.scaler.unscale_(opt)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+            torch.nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, norm)
+            for opt in run.optimizers:
+                run.scaler.step(opt)
+                opt.zero_grad(set_to_none=True)
+            run.scaler.update()
+        with record_function('the average'):
+            gpt.update_average(run, model)
+        run.step += 1
     step.model = model
     return step
 
@@ -657,17 +672,17 @@ def part_gpu():
     kernels = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
     print(f'   profile of 10 training steps: kernels {kernels / 1000:,.1f} ms of {wall:,.1f} ms wall '
           f'({kernels / 1000 / wall:.0%}; {"GPU kernels" if cuda else "CPU operators"})')
-    # Muon (gpt.py's, torch's arithmetic) orthogonalises its matrices one at a time:
-    # what its step launches, and what they cost the device and the host, says whether that matters
-    muon = [e for e in prof.events() if e.name.startswith('Optimizer.step#Muon')]
+    # what each part of a step launches, and what that costs the device and the host: where a GPU's step goes
     def launched(e):  # kernels on a GPU (each op's, its children's), operators on a CPU
         return len(e.kernels) + sum(map(launched, e.cpu_children)) if cuda else len(e.cpu_children)
-    device_ms = sum(e.device_time_total if cuda else e.cpu_time_total for e in muon) / 1000 / 10
-    host_ms = sum(e.cpu_time_total for e in muon) / 1000 / 10
-    count = sum(map(launched, muon)) / max(1, len(muon))
-    print(f'   Muon\'s step ({len(list(step.model.blocks.parameters()))} matrices): {count:,.0f} '
-          f'{"kernels" if cuda else "operators"}, {device_ms:,.2f} ms of them, {host_ms:,.2f} ms '
-          f'on the host, a step of {wall / 10:,.2f} ms')
+    for part in ('forward and backward', 'clipping and the optimizers', 'Optimizer.step#Muon', 'the average'):
+        found = [e for e in prof.events() if e.name.startswith(part)]  # (10 steps' worth)
+        device_ms = sum(e.device_time_total if cuda else e.cpu_time_total for e in found) / 1000 / 10
+        host_ms = sum(e.cpu_time_total for e in found) / 1000 / 10
+        count = sum(map(launched, found)) / max(1, len(found))
+        name = f"Muon's step ({len(list(step.model.blocks.parameters()))} matrices)" if 'Muon' in part else part
+        print(f'   {name}: {count:,.0f} {"kernels" if cuda else "operators"}, {device_ms:,.2f} ms of them, '
+              f'{host_ms:,.2f} ms on the host, in a step of {wall / 10:,.2f} ms')
 
 
 def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside it

@@ -57,14 +57,17 @@ def test_processes_refit_together_whichever_evaluated(tmp_path, text_file):
     args = [str(ROOT / 'gpt.py'), f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}', '--device=cpu',
             *sizes, '--warmup_iters=2', '--eval_interval=3', '--log_interval=5', '--stop_after=10',
             '--time_budget=60', '--num_chars=0']
+    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                              *args], capture_output=True, text=True, timeout=90)
+        stdout, stderr = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
+        proc.terminate()  # (torchrun ends its processes, killing them 30 s on)
+        proc.communicate(timeout=60)
         pytest.fail('the two processes waited on each other for 90 s')
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert re.search(r'^step 5: [\d,]+ ms a step as it runs', out.stdout, re.M), out.stdout  # (it refitted)
-    assert re.search(r'^stopped at step 10 of [\d,]+: saved ', out.stdout, re.M), out.stdout
+    assert proc.returncode == 0, stdout + stderr
+    assert re.search(r'^step 5: [\d,]+ ms a step as it runs', stdout, re.M), stdout  # (it refitted)
+    assert re.search(r'^stopped at step 10 of [\d,]+: saved ', stdout, re.M), stdout
 
 
 def test_each_process_trains_on_its_own_share(monkeypatch):
