@@ -31,6 +31,7 @@ max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
 max_passes = 50         # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
 eval_interval = 'auto'  # how many steps between evaluations?
+patience = 0.2          # end after this share of the run without a better val loss? (0: never)
 ema = 0.99              # how much of the weights' average does a step keep?
 eval_chars = 250_000    # at most how many characters does an evaluation read?
 stop_after = 0          # stop after this many steps, and save? (0: never)
@@ -230,12 +231,15 @@ def update_average(run, model):  # a smoother model, evaluated and kept
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
-def evaluate(run, val_data, amp):  # keeps the best so far
+def evaluate(run, val_data, amp):  # keeps the best so far, and ends a run with nothing to gain
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
     say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
+    if patience and run.step - run.best[1] > patience * run.steps:  # (memorising the text)
+        say(f'step {run.step}: no better val loss in {run.step - run.best[1]} steps: ending here')
+        run.steps = run.step
 
 def train(model, run, train_data, val_data, amp):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
@@ -580,7 +584,7 @@ CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=in
               max_iters=int, dropout=float, eval_interval=int)  # when given
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
-BELOW = dict(dropout=1, ema=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
+BELOW = dict(dropout=1, ema=1, patience=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
 
 class Bad(ValueError):
     """Bad input, or what this machine cannot do: one line and exit status 2."""
@@ -598,7 +602,7 @@ def start(args):  # the settings given, the budget's start...
     for stream in (sys.stdout, sys.stderr):  # each line out when printed, and
         if hasattr(stream, 'reconfigure'):  # what a console cannot show escaped
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
-    need(hasattr(torch.optim, 'Muon'), f'gpt.py needs torch 2.9 or later, and this is '
+    need(torch.__version__ >= (2, 9), f'gpt.py needs torch 2.9 or later, and this is '
          f'torch {torch.__version__}: pip install --upgrade "torch>=2.9"')
     named = apply_overrides(args)
     start_processes()  # (and checks the device)

@@ -517,9 +517,10 @@ def test_load_raises_rather_than_exits(script, workdir):
 
 
 def test_an_older_torch_is_one_line(tmp_path, text_file):
-    # a notebook's preinstalled torch before 2.9 has no torch.optim.Muon
+    # a notebook's preinstalled torch before 2.9
     older = ('import runpy, sys, warnings; warnings.filterwarnings("ignore", message="Failed to initialize NumPy"); '
-             'import torch; del torch.optim.Muon; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
+             'import torch; torch.__version__ = torch.torch_version.TorchVersion("2.8.0"); sys.argv = sys.argv[1:]; '
+             'runpy.run_path(sys.argv[0], run_name="__main__")')
     out = subprocess.run([sys.executable, '-c', older, str(ROOT / 'gpt.py'), f'--input_file={text_file}',
                           f'--checkpoint={tmp_path / "m.pt"}', '--device=cpu'],
                          capture_output=True, text=True, timeout=60)

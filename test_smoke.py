@@ -75,7 +75,7 @@ def train_in_process(monkeypatch, tmp_path, **settings):
     what the loop does at each step (settings: gpt.py's, as monkeypatched for the test). Returns the run."""
     sys.path.insert(0, str(ROOT))
     import gpt
-    tiny = dict(device='cpu', dtype='float32', block_size=8, batch_size=4, max_iters=12,
+    tiny = dict(device='cpu', dtype='float32', patience=0.0, block_size=8, batch_size=4, max_iters=12,
                 eval_interval=1000, log_interval=1000, log_file='', checkpoint=str(tmp_path / 'gpt.pt'))
     for name, value in {**tiny, **settings}.items():
         monkeypatch.setattr(gpt, name, value)
@@ -327,7 +327,7 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
     out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
               '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
-              '--warmup_iters=5', '--eval_interval=10', '--log_file=')
+              '--warmup_iters=5', '--eval_interval=10', '--log_file=', '--patience=0')  # (to the last step)
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt', 'noise.txt']  # --log_file=: no log
     evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
@@ -339,6 +339,24 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
     assert f'{best_val:.4f}' == f'{min(evaluated):.4f}' and best_step == 10 * (evaluated.index(min(evaluated)) + 1)
     for name, weight in ckpt['model'].items():  # what it saved is that model
         assert torch.equal(weight, best_weights[name]), name
+
+
+def test_a_run_with_nothing_more_to_gain_ends_with_its_best_model(tmp_path):
+    # the same random letters: past a fifth of the run (patience) without a better val loss, the run ends there
+    rng = torch.Generator().manual_seed(0)
+    path = tmp_path / 'noise.txt'
+    path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
+    out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
+              '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
+              '--warmup_iters=5', '--eval_interval=10')
+    assert out.returncode == 0, out.stderr
+    evaluated = re.findall(r'^step (\d+): val loss (\d+\.\d+)', out.stdout, re.M)
+    best = min(evaluated, key=lambda e: float(e[1]))
+    end = re.search(r'^step (\d+): no better val loss in (\d+) steps: ending here$', out.stdout, re.M)
+    assert end and int(end[1]) == int(evaluated[-1][0]) < 150, out.stdout
+    assert int(end[1]) - int(best[0]) == int(end[2]) and 30 < int(end[2]) <= 40  # (past 0.2 x 150 = 30)
+    assert final_losses(out.stdout)[1] == float(best[1])  # the best model, reported and saved
+    assert torch.load(tmp_path / 'm.pt', weights_only=True)['step'] == int(end[1])
 
 
 def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
@@ -392,8 +410,8 @@ BENCH_FIGURES = {  # what each part prints: each line's pattern and how many tim
             r'^   float32, stopped halfway: \d+ s, stopped at step 4 of 8': 1,
             r'^   --sample_only=True: \d+ s, exit status 0, \d+ characters': 1,
             r'^   profile of 10 training steps: kernels [\d,.]+ ms of [\d,.]+ ms wall': 1,
-            r'^   Muon\'s step \(4 matrices\): [1-9][\d,]* operators, [\d.]+ ms of them, '
-            r'[\d.]+ ms on the host, a step of [\d.]+ ms$': 1},
+            r'^   (forward and backward|clipping and the optimizers|Muon\'s step \(4 matrices\)|the average): '
+            r'[1-9][\d,]* operators, [\d.]+ ms of them, [\d.]+ ms on the host, in a step of [\d.]+ ms$': 4},
     'large': {r'^   reading and encoding in gpt.py: [\d.]+ s, \d+ million characters a second; vocabulary \d+': 1,
               r'^   python gpt.py --input_file=large.txt: \d+ s, peak memory [\d,]+ MB; final: train loss': 1,
               r'^   the same model on its first [\d,]+ characters: peak [\d,]+ MB; the large text adds': 1},
