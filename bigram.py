@@ -6,7 +6,8 @@
 In Python: model, chars = bigram.load('bigram.pt'); bigram.sample(model, chars, 'A', 99)
 In a notebook: paste this file into a cell and run it, or call bigram.main(['--seed=1']).
 """
-import os, sys, time
+import os, sys, time, warnings
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
 import torch
 import torch.nn as nn
 
