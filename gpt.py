@@ -31,7 +31,7 @@ max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
 max_passes = 50         # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
 eval_interval = 'auto'  # how many steps between evaluations?
-patience = 0.2          # end after this share of the run without a better val loss? (0: never)
+patience = 0.2          # how much of the run may bring no better val loss? (0: all)
 ema = 0.99              # how much of the weights' average does a step keep?
 eval_chars = 250_000    # at most how many characters does an evaluation read?
 stop_after = 0          # stop after this many steps, and save? (0: never)
@@ -226,18 +226,18 @@ def optimizer_step(model, run, loss):  # backward, and every optimizer steps
     run.scaler.update()  # (float16: halves after an overflow)
 
 @torch.no_grad()
-def update_average(run, model):  # a smoother model, evaluated and kept
+def update_average(run, model):  # a smoother model
     keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on: about the last tenth)
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
-def evaluate(run, val_data, amp):  # keeps the best so far, and ends a run with nothing to gain
+def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to gain
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
     say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
-    if patience and run.step - run.best[1] > patience * run.steps:  # (memorising the text)
+    if patience and run.step - run.best[1] > patience * run.steps:
         say(f'step {run.step}: no better val loss in {run.step - run.best[1]} steps: ending here')
         run.steps = run.step
 
@@ -265,7 +265,7 @@ def train(model, run, train_data, val_data, amp):
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
 
-def finish(model, run, train_data, val_data, amp):  # the final line; the best, saved
+def finish(model, run, train_data, val_data, amp):  # the final line
     ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (an average lags)
     val_loss = min(ends)  # (the last weights, or their average)
     model.load_state_dict(ends[val_loss].state_dict())
@@ -593,7 +593,7 @@ def need(ok, message):
     if not ok:
         raise Bad(message)
 
-def start(args):  # the settings given, the budget's start...
+def start(args):  # settings, budget, output, device
     # the command line is read only where this file is the program run (not in a notebook's
     # kernel, whose arguments are its own, nor when imported); given args, the budget starts
     program = os.path.abspath(sys.argv[0]) == os.path.abspath(globals().get('__file__', '-'))
@@ -710,7 +710,7 @@ def check_device():
         torch.cuda.set_device(device)
     torch.set_float32_matmul_precision('high')  # TF32 where a GPU has it: ~8x faster
 
-def announce(model, chars, why, data):  # what runs where, and every setting
+def announce(model, chars, why, data):  # the start lines
     params = sum(p.numel() for p in model.parameters()) / 1e6
     say(f'device {device}, dtype {dtype} ({why["precision"]}), {params:.2f}M parameters, '
         f'vocabulary {len(chars)}, {WORLD} process{"es" * (WORLD > 1)}')
@@ -841,7 +841,7 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     return chars, torch.cat([torch.searchsorted(vocab, p).to(small) for p in slices])
 
 # -------------------------------------------------------------------------------------- checkpoints
-def seed_dropout(step):  # new each step and process; the same on resume
+def seed_dropout(step):  # new each step and process
     torch.manual_seed(seed + WORLD * step + RANK)  # (a GPU's and a Mac's too)
 
 def read_checkpoint(path):  # raises FileNotFoundError or Bad
