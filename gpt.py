@@ -185,16 +185,16 @@ def get_batch(data, gen):  # each process its share of the draws
 
 @torch.no_grad()
 def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
-    starts = eval_windows(data)  # (a large text: eval_chars' worth, spread)
+    starts = eval_windows(data)  # (or eval_chars' worth)
     model.eval()
-    losses, sizes = [], []
-    for batch in starts[RANK::WORLD].split(64):  # (each process a share)
+    losses, sizes, share = [], [], starts[RANK::WORLD]  # (each process a share: maybe none)
+    for batch in share.split(64) if len(share) else []:
         with amp:
             losses.append(model(*windows(data, batch)))
         sizes.append(len(batch))
     model.train()
-    read = torch.stack(losses).tolist() if losses else []  # (one wait for the device)
-    return shared(sum(loss * n for loss, n in zip(read, sizes)), add=True) / len(starts)
+    read = torch.stack(losses).tolist() if losses else []  # (one wait)
+    return shared(sum((loss * n for loss, n in zip(read, sizes)), 0.0), add=True) / len(starts)
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
 def make_optimizers(model, precision):  # Muon for the matrices, AdamW the rest
@@ -781,7 +781,7 @@ def eval_windows(data):  # the split's windows' starts
     read = max(1, min(n, eval_chars // block_size))
     return torch.linspace(0, n - 1, read).round().long() * block_size
 
-def how_much_read(data):  # on a large text: how much it read
+def how_much_read(data):  # (on a large text)
     read = len(eval_windows(data)) * block_size
     if read >= len(data) - block_size:
         return ''

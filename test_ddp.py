@@ -88,6 +88,18 @@ def test_each_process_trains_on_its_own_share(monkeypatch):
     assert sorted(map(tuple, torch.cat(shares).tolist())) == sorted(map(tuple, whole.tolist()))
 
 
+def test_a_process_with_no_window_to_evaluate_agrees_on_the_loss(monkeypatch):
+    # a tiny validation split and two processes: the second has no window of its own, and must still take the
+    # first's sum as it is (every process decides on it: the best model, the end of the run)
+    import gpt
+    for name, value in dict(block_size=8, RANK=1, WORLD=2, DDP=True, device='cpu').items():
+        monkeypatch.setattr(gpt, name, value)
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.add_(2.75))  # (the first process's sum)
+    model = gpt.GPT(gpt.Config(10, n_layer=1, n_head=2, n_embd=16, block_size=8, pair_rows=0, dropout=0.0))
+    data = torch.randint(10, (12,))  # one window of 8 and what follows it: the first process's
+    assert gpt.split_loss(model, data, gpt.autocast('float32')) == 2.75
+
+
 def test_dropout_masks_differ_by_process_and_step(monkeypatch):
     # with the same masks in every process, N processes would drop the same units in each share of the batch
     import gpt
@@ -136,7 +148,7 @@ def test_a_failure_in_one_process_ends_every_process(tmp_path, text_file):
     folder.mkdir()
     proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                              str(ROOT / 'gpt.py'), f'--input_file={text_file}', f'--checkpoint={folder / "gpt.pt"}',
-                             '--device=cpu', *TINY['gpt.py'], '--max_iters=100000', '--eval_interval=20',
+                             '--device=cpu', *TINY['gpt.py'], '--max_iters=100000', '--eval_interval=20', '--log_file=',
                              '--log_interval=1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # training is under way, before the first save
         if line.startswith('step 1/'):
