@@ -319,7 +319,7 @@ def step_losses(stdout):
 
 
 # ---------------------------------------------------------------------- your own text
-def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
+def run_on_noise(tmp_path, *args):
     # random letters: nothing to learn past their frequencies, so every pass over the training split only
     # memorises it, and the val loss turns up almost at once
     rng = torch.Generator().manual_seed(0)
@@ -327,8 +327,13 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
     out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
               '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
-              '--warmup_iters=5', '--eval_interval=10', '--log_file=', '--patience=0')  # (to the last step)
+              '--warmup_iters=5', '--eval_interval=10', *args)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
+    out = run_on_noise(tmp_path, '--log_file=', '--patience=0')  # (to the last step)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt', 'noise.txt']  # --log_file=: no log
     evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
     at_the_end = float(re.search(r'^val loss (\d+\.\d+) at the end, .*: keeping it$', out.stdout, re.M)[1])
@@ -342,14 +347,8 @@ def test_an_over_trained_text_ends_with_its_best_model(tmp_path):
 
 
 def test_a_run_with_nothing_more_to_gain_ends_with_its_best_model(tmp_path):
-    # the same random letters: past a fifth of the run (patience) without a better val loss, the run ends there
-    rng = torch.Generator().manual_seed(0)
-    path = tmp_path / 'noise.txt'
-    path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
-    out = run('gpt.py', f'--input_file={path}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', '--n_layer=2',
-              '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=150', '--dropout=0.0',
-              '--warmup_iters=5', '--eval_interval=10')
-    assert out.returncode == 0, out.stderr
+    # past a fifth of the run (patience) without a better val loss, the run ends there
+    out = run_on_noise(tmp_path)
     evaluated = re.findall(r'^step (\d+): val loss (\d+\.\d+)', out.stdout, re.M)
     best = min(evaluated, key=lambda e: float(e[1]))
     end = re.search(r'^step (\d+): no better val loss in (\d+) steps: ending here$', out.stdout, re.M)
