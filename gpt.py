@@ -77,8 +77,10 @@ class CausalSelfAttention(nn.Module):
         # QK-norm: each head's queries and keys are normed, so that no update blows up the scores;
         # then turned by position, and back to the values' precision (autocast norms in float32)
         q, k = rotate(F.layer_norm(qkv[:2], (hs,)), cos, sin).type_as(v)
-        if cache is not None:
-            k, v = cache.add(k, v)
+        if cache is not None:  # sampling: this layer's keys and values so far
+            if cache:
+                k, v = torch.cat((cache[0], k), 2), torch.cat((cache[1], v), 2)
+            cache[:] = k, v
         y = attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side
 
@@ -149,7 +151,7 @@ class GPT(nn.Module):
         # (above layer 1 its keys hold characters that left), so a full window restarts from half
         T = self.config.block_size
         def fresh(window):  # (1, t) -> logits, and caches holding it
-            caches = [KVCache(T) for _ in self.blocks] if use_cache else None
+            caches = [[] for _ in self.blocks] if use_cache else None  # (see attention)
             return self(window, caches=caches), caches
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         logits, caches = fresh(idx[:, begin:])
@@ -761,19 +763,6 @@ def stop_signals():  # set by Ctrl-C or SIGTERM
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-
-# ----------------------------------------------------------------------------------------- sampling
-class KVCache:
-    """One layer's keys and values of the window so far: a new character costs one position."""
-    def __init__(self, block_size):  # kv (2, B, nh, block_size, hs)
-        self.block_size, self.kv, self.seen = block_size, None, 0
-
-    def add(self, k, v):  # -> the keys and values so far
-        if self.kv is None:  # (generate starts anew before it is full)
-            self.kv = k.new_empty(2, k.size(0), k.size(1), self.block_size, k.size(3))
-        self.kv[:, :, :, self.seen:self.seen + k.size(2)] = torch.stack((k, v))
-        self.seen += k.size(2)
-        return self.kv[:, :, :, :self.seen]
 
 # ----------------------------------------------------------------------------------------- the text
 def eval_windows(data):  # the split's windows' starts
