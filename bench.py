@@ -244,7 +244,7 @@ def part_precision_here():
     is_matrix = lambda name, p: p.ndim == 2 and name.startswith('blocks')
     step = {}
     for dtype in ('float32', 'bfloat16'):  # (Muon orthogonalises in the precision of training, as gpt.py's)
-        opts = [gpt.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], 0.02, getattr(torch, dtype)),
+        opts = [gpt.Muon([p for n, p in model.named_parameters() if is_matrix(n, p)], 0.02, 0.1, getattr(torch, dtype)),
                 torch.optim.AdamW([p for n, p in model.named_parameters() if not is_matrix(n, p)], lr=3e-3,
                                   fused=True)]
         def train_step():
@@ -280,7 +280,7 @@ def training_step():  # gpt.py's own step (batch, forward, backward, optimizers)
     gpt.dtype = gpt.pick_dtype()[0]
     torch.manual_seed(0)
     model = gpt_model().to(device)
-    run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model, gpt.dtype),
+    run = gpt.Run(vocab='', optimizers=gpt.make_optimizers(model, gpt.dtype, 0.1),
                   scaler=torch.amp.GradScaler(enabled=False), gen=torch.Generator().manual_seed(0), steps=1000)
     run.average = copy.deepcopy(model)
     data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)

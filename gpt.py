@@ -41,6 +41,7 @@ embed_lr = 0.1          # AdamW's rate for the embedding table
 pair_rows = 16384       # how many rows embed each character with the one before?
 pair_lr = 0.003         # AdamW's rate for that table (rows seen less often)
 muon_lr = 0.02          # Muon's rate (the blocks' weight matrices)
+weight_decay = 'auto'   # how much does Muon shrink its matrices a step, times its rate?
 grad_clip = 1.0         # clip the gradient norm to this (0: don't)
 log_interval = 50       # how many steps between progress lines?
 seed = 1337             # seeds the weights, the batches and the sample
@@ -151,7 +152,7 @@ class GPT(nn.Module):
         # (above layer 1 its keys hold characters that left), so a full window restarts from half
         T = self.config.block_size
         def fresh(window):  # (1, t) -> logits, and caches holding it
-            caches = [[] for _ in self.blocks] if use_cache else None  # (see attention)
+            caches = [[] for _ in self.blocks] if use_cache else None
             return self(window, caches=caches), caches
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         logits, caches = fresh(idx[:, begin:])
@@ -199,18 +200,18 @@ def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
     return shared(sum((loss * n for loss, n in zip(read, sizes)), 0.0), add=True) / len(starts)
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
-def make_optimizers(model, precision):  # Muon for the matrices, AdamW the rest
+def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest
     pairs = [model.pairs.weight] if model.pairs is not None else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
-    return [Muon(model.blocks.parameters(), muon_lr, getattr(torch, precision)),  # (see below)
+    return [Muon(model.blocks.parameters(), muon_lr, decay, getattr(torch, precision)),
             torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
 
 def set_learning_rates(run):  # warm up, then down to 0 at the end
     warm = min(warmup_iters, run.steps // 2)  # (a short run still peaks)
     factor = min((run.step + 1) / (warm + 1), (run.steps - run.step) / max(1, run.steps - warm))
     groups = [g for opt in run.optimizers for g in opt.param_groups]
-    for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):  # (the rates given now)
+    for group, peak in zip(groups, (muon_lr, embed_lr, pair_lr, lr)):
         group['lr'] = peak * factor
 
 def optimizer_step(model, run, loss):  # backward, and every optimizer steps
@@ -390,8 +391,8 @@ class Muon(torch.optim.Optimizer):
     matrices of one shape orthogonalised together (torch's: one at a time, ~20 launches each), in
     the precision training runs in: torch's always runs bfloat16, which a CPU without it emulates
     ~15x slower (864 against 50 ms a step at 4 x 192) and a Mac without it cannot run."""
-    def __init__(self, params, lr, precision):
-        super().__init__(params, dict(lr=lr, momentum=0.95))
+    def __init__(self, params, lr, decay, precision):
+        super().__init__(params, dict(lr=lr, momentum=0.95, weight_decay=decay))
         self.precision = precision
 
     @torch.no_grad()
@@ -414,6 +415,7 @@ class Muon(torch.optim.Optimizer):
                     poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
                     x = torch.baddbmm(x, poly, x, beta=a)
                 for p, update in zip(ps, x.mT if rows > cols else x):
+                    p.mul_(1 - group['lr'] * group['weight_decay'])
                     p.add_(update, alpha=-group['lr'] * math.sqrt(max(1, rows / cols)))
 
 def to_device(t):  # a copy the host does not wait for
@@ -429,7 +431,8 @@ SIZES = [  # smallest first
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
-RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'eval_interval')  # kept by a resumed run
+# what a resumed run keeps
+RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'weight_decay', 'eval_interval')
 MIN_STEPS = 1000  # with fewer steps, a smaller model wins
 
 def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
@@ -498,17 +501,19 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
          f'or the text, or {WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
-def plan_training(n_train, size, given, step_time, seconds):  # steps, dropout, evaluations
+def plan_training(n_train, size, given, step_time, seconds):  # steps, regularising, evaluations
     tokens = chars_a_step(size)
     evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
         steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
-    # 0.1 more each time the passes double from 8 (a little costs a CPU as much time as more)
-    doublings = int(math.log2(max(1, steps * tokens / n_train / 4)))
-    drop = given.get('dropout', round(0.1 * min(3, doublings), 1))
-    return dict(max_iters=steps, dropout=drop, eval_interval=every)
+    # 0.1 more of each as the passes double, up to 0.3: weight decay from one pass on, dropout
+    # in steps from 8 passes (a little costs a CPU as much time as more)
+    doublings = math.log2(max(1, steps * tokens / n_train))
+    decay = given.get('weight_decay', round(0.1 * min(3, doublings), 2))
+    drop = given.get('dropout', round(0.1 * min(3, max(0, int(doublings) - 2)), 1))
+    return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seconds
     # an evaluation reads forward only, about a third of a step a batch, each process its share;
@@ -526,7 +531,7 @@ def refit(run, step_time, steps):  # the steps that fit, as the run goes
     seconds = fit['deadline'] - time.time()
     left = steps_that_fit(fit['n_train'], chars_a_step(), mean, seconds, eval_interval)
     total = shared(max(run.step + 1, min(run.step + left, fit['cap'])))
-    if fit['refitted'] and abs(total - run.steps) <= 0.02 * run.steps:  # (little changes)
+    if fit['refitted'] and abs(total - run.steps) <= 0.02 * run.steps:
         return
     fit['refitted'] = True
     say(f'step {run.step}: {mean * 1000:,.0f} ms a step as it runs '
@@ -558,7 +563,7 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     model = GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size)).to(device)
     net = DistributedDataParallel(model) if DDP else model
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
-    run, amp = Run('', make_optimizers(model, precision), scaler), autocast(precision)
+    run, amp = Run('', make_optimizers(model, precision, 0.0), scaler), autocast(precision)
     B, T = size['batch_size'], size['block_size']
     xy = torch.randint(vocab_size, (B, T + 1), device=device)
     x, y = xy[:, :-1], xy[:, 1:]
@@ -582,8 +587,9 @@ TINY_SHAKESPEARE = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/
 NAMES = list(globals())  # the settings: input_file to sample_file
 SETTINGS = {k: globals()[k]
             for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
+# the types of the settings the plan chooses, where given
 CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=int,
-              max_iters=int, dropout=float, eval_interval=int)  # when given
+              max_iters=int, dropout=float, weight_decay=float, eval_interval=int)
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
 BELOW = dict(dropout=1, ema=1, patience=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
@@ -722,7 +728,8 @@ def announce(model, chars, why, data):  # the start lines
         most = ' (max_passes: more would only memorise it)' * (passes > max_passes - 0.5)
         say(f'model {describe(globals())}: {why["model"]}',
             f'training {max_iters} steps: {passes:.1f} passes over {n_train:,} characters'
-            f'{most}, dropout {dropout}, evaluating every {eval_interval} steps')
+            f'{most}, dropout {dropout}, weight decay {weight_decay}, evaluating every '
+            f'{eval_interval} steps')
     say('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
 def check_in(model, run, loss, stopped):  # also when a lone process stops
@@ -739,7 +746,7 @@ def check_in(model, run, loss, stopped):  # also when a lone process stops
             f'{chars_a_step() / step_time:,.0f} tokens/s | '
             f'{(run.end - run.step) * step_time / 60:.1f} min left')
         log_row(run, train_loss=loss)
-        if run.refit and since > 0 and run.step >= run.refit['warm']:  # (past the start)
+        if run.refit and since > 0 and run.step >= run.refit['warm']:
             refit(run, step_time, run.step - since)
         run.ticked = (time.time(), run.step)
     if stopping:
@@ -845,8 +852,8 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     need(origin == 'gpt.py', f'{path} is not a gpt.py checkpoint '
          f'(it comes from {origin or "something else"})')
-    need('log' in ckpt, f'{path} comes from an earlier version of gpt.py, '
-         'which this one does not read: train it again')
+    need(set(SETTINGS) <= set(ckpt['settings']), f'{path} comes from an earlier version of '
+         'gpt.py, which this one does not read: train it again')
     return ckpt
 
 def load_weights(model, weights, path):  # one line where they do not fit
@@ -897,8 +904,9 @@ class Run:
 def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
     kind = device.split(':')[0]
     scaler = torch.amp.GradScaler(kind, enabled=dtype == 'float16')
-    run = Run(chars, make_optimizers(model, dtype), scaler, torch.Generator().manual_seed(seed),
-              copy.deepcopy(model).eval(), max_iters, refit=refit)
+    run = Run(chars, make_optimizers(model, dtype, weight_decay), scaler,
+              torch.Generator().manual_seed(seed), copy.deepcopy(model).eval(), max_iters,
+              refit=refit)
     if ckpt:
         load_weights(run.average, ckpt['average'], checkpoint)
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
@@ -912,7 +920,7 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
         need(run.step <= max_iters, f'{checkpoint} has trained {run.step} steps already, '
              f'more than --max_iters={max_iters}')
     run.stop_at = run.step + stop_after if stop_after else math.inf
-    run.began = time.time() - float(run.log[-1]['seconds'] if run.log else 0)  # (as it was)
+    run.began = time.time() - float(run.log[-1]['seconds'] if run.log else 0)
     return run
 
 LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss',

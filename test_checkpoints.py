@@ -164,7 +164,8 @@ def test_loss_scaling_backs_off_skips_the_step_and_resumes(tmp_path, monkeypatch
     # scale must come back from the checkpoint
     sys.path.insert(0, str(ROOT))
     import gpt
-    for name, value in dict(dtype='float16', device='cpu', max_iters=10, checkpoint=str(tmp_path / 'gpt.pt')).items():
+    for name, value in dict(dtype='float16', device='cpu', max_iters=10, weight_decay=0.1,
+                            checkpoint=str(tmp_path / 'gpt.pt')).items():
         monkeypatch.setattr(gpt, name, value)
     torch.manual_seed(0)
     model = gpt.GPT(gpt.Config(12, n_layer=2, n_head=2, n_embd=32, block_size=16, pair_rows=gpt.pair_rows, dropout=0.0))
@@ -444,9 +445,9 @@ def test_checkpoint_from_another_version(script, workdir, text_file):
 
 
 def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(workdir, text_file):
-    path = workdir / 'older.pt'  # as the versions before this one wrote it: no log in it
+    path = workdir / 'older.pt'  # as the versions before this one wrote it: a setting fewer
     ckpt = torch.load(workdir / 'gpt.pt', weights_only=True)
-    del ckpt['log']
+    del ckpt['settings']['weight_decay']
     torch.save(ckpt, path)
     before = snapshot(workdir)
     for mode in ('--sample_only=True', '--resume=True'):

@@ -76,7 +76,7 @@ def test_one_batch_can_be_learned_by_heart(monkeypatch):
     monkeypatch.setattr(gpt, 'max_iters', 200)
     model = tiny()
     xy = torch.randint(VOCAB, (4, T + 1))
-    run = gpt.Run('', gpt.make_optimizers(model, 'float32'), torch.amp.GradScaler('cpu', enabled=False), steps=200)
+    run = gpt.Run('', gpt.make_optimizers(model, 'float32', 0.0), torch.amp.GradScaler('cpu', enabled=False), steps=200)
     while run.step < run.steps:  # as gpt.train does, on the same batch every time
         gpt.set_learning_rates(run)
         gpt.optimizer_step(model, run, model(xy[:, :-1], xy[:, 1:]))
@@ -91,7 +91,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
                             lr=0.003).items():
         monkeypatch.setattr(gpt, name, value)
     model = tiny()
-    run = gpt.Run('', gpt.make_optimizers(model, 'float32'), torch.amp.GradScaler('cpu', enabled=False), steps=1000)
+    run = gpt.Run('', gpt.make_optimizers(model, 'float32', 0.0), torch.amp.GradScaler('cpu', enabled=False), steps=1000)
     muon = run.optimizers[0]
     held = [id(p) for opt in run.optimizers for group in opt.param_groups for p in group['params']]
     assert sorted(held) == sorted(id(p) for p in model.parameters())  # each weight once, none left out
@@ -273,8 +273,8 @@ def test_muon_steps_as_torchs_muon_in_the_precision_asked(precision, monkeypatch
     shapes = ((48, 96), (96, 48), (48, 96), (32, 32))  # (two of one shape: orthogonalised together)
     ours = [torch.nn.Parameter(torch.randn(*shape) * 0.02) for shape in shapes]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    mine = gpt.Muon(ours, 0.02, getattr(torch, precision))
-    torchs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0, ns_steps=3)
+    mine = gpt.Muon(ours, 0.02, 0.3, getattr(torch, precision))  # (weight decay as torch's)
+    torchs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.3, ns_steps=3)
     tolerance = 1e-5  # (steps of about 1e-3 a weight; bfloat16 against float32 differ by 1e-4 and more)
     for _ in range(3):  # (the momentum too)
         for a, b in zip(ours, theirs):

@@ -21,7 +21,7 @@ def machine(monkeypatch):
         return gpt.work(size) / machine.rate
     machine.rate, machine.timed = 1e10, timed
     monkeypatch.setattr(gpt, 'time_step', time_step)
-    for name in NAMES + ('max_iters', 'dropout', 'eval_interval'):
+    for name in NAMES + ('max_iters', 'dropout', 'weight_decay', 'eval_interval'):
         monkeypatch.setattr(gpt, name, 'auto')
     return machine
 
@@ -95,7 +95,7 @@ def test_the_steps_fill_the_time_left_after_evaluations(machine):
     assert seconds * 0.99 < spent <= seconds
 
 
-def test_dropout_follows_the_passes(machine, monkeypatch):
+def test_dropout_and_weight_decay_follow_the_passes(machine, monkeypatch):
     for name, value in dict(time_budget=300.0, WORLD=1, dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.13  # 4 x 192 at 130 ms a step
@@ -104,8 +104,13 @@ def test_dropout_follows_the_passes(machine, monkeypatch):
     n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[1]))
     assert {k: settings[k] for k in NAMES} == size and machine.timed[-1] == gpt.SIZES[1]
     assert 8 <= settings['max_iters'] * 24 * 128 / n_train < 16 and settings['dropout'] == 0.1
+    assert settings['weight_decay'] == 0.3  # (0.1 a doubling from one pass, up to 0.3 at 8 passes)
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 32 passes and more
-    assert gpt.plan_training(5_000_000, size, {}, 0.1, 300.0)['dropout'] == 0.0  # fewer than 8
+    large = gpt.plan_training(5_000_000, size, {}, 0.1, 300.0)  # fewer than 8: about 1.8 passes
+    passes = large['max_iters'] * 24 * 128 / 5_000_000
+    assert large['dropout'] == 0.0 and large['weight_decay'] == round(0.1 * math.log2(passes), 2) > 0
+    seen_once = gpt.plan_training(50_000_000, size, {}, 0.1, 300.0)  # a fraction of a pass: none
+    assert seen_once['weight_decay'] == 0.0
     assert why['refit']['planned'] == pytest.approx(0.13)  # (the steps are fitted to the step as it runs)
 
 
