@@ -257,10 +257,10 @@ def train(model, run, train_data, val_data, amp):
             optimizer_step(model, run, loss)
             run.step += 1
             update_average(run, model)
-            # everything that follows is just diagnostics: progress lines, stopping, evaluations
+            # the rest is diagnostics, in every process: progress lines, stopping, evaluations
             if run.step % log_interval == 0 or run.step == run.end or (stop.is_set() and not DDP):
                 check_in(model, run, loss, stop.is_set())  # (and refit)
-            if run.step % eval_interval == 0 and run.step < run.steps:  # (in every process)
+            if run.step % eval_interval == 0 and run.step < run.steps:
                 evaluate(run, val_data, amp)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
                 run.ticked = (time.time(), run.step)  # (evaluating is not training)
@@ -508,11 +508,11 @@ def plan_training(n_train, size, given, step_time, seconds):  # steps, regularis
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
         steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
-    # 0.1 more of each as the passes double, up to 0.3: weight decay from one pass on, dropout
-    # in steps from 8 passes (a little costs a CPU as much time as more)
-    doublings = math.log2(max(1, steps * tokens / n_train))
-    decay = given.get('weight_decay', round(0.1 * min(3, doublings), 2))
-    drop = given.get('dropout', round(0.1 * min(3, max(0, int(doublings) - 2)), 1))
+    # more of each as the passes double, up to 0.3: weight decay 0.1 a doubling from one pass,
+    # dropout 0.15 from 12.5 passes, in tenths (a little costs a CPU as much time as more)
+    passes = steps * tokens / n_train
+    decay = given.get('weight_decay', round(min(0.3, 0.1 * math.log2(max(1, passes))), 2))
+    drop = given.get('dropout', round(min(0.3, 0.15 * math.log2(max(1, passes / 12.5))), 1))
     return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seconds
