@@ -852,7 +852,7 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     need(origin == 'gpt.py', f'{path} is not a gpt.py checkpoint '
          f'(it comes from {origin or "something else"})')
-    need(set(SETTINGS) <= set(ckpt['settings']), f'{path} comes from an earlier version of '
+    need(set(SETTINGS) <= set(ckpt.get('settings', ())), f'{path} comes from an earlier version of '
          'gpt.py, which this one does not read: train it again')
     return ckpt
 
