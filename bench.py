@@ -685,7 +685,7 @@ def part_gpu():
               f'{host_ms:,.2f} ms on the host, in a step of {wall / 10:,.2f} ms')
 
 
-def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside it
+def plot(paths):  # each log (gpt.py's CSV) drawn as a PNG beside it
     try:
         import matplotlib
         matplotlib.use('Agg')  # (no screen needed)
@@ -702,7 +702,7 @@ def plot(paths):  # each log (gpt.py's or bigram.py's CSV) drawn as a PNG beside
                      if r['train_loss'] and not r['val_loss']]  # a stretch of the text, is another measure)
             val = [(int(r['step']), float(r['val_loss'])) for r in rows if r['val_loss']]
         except (OSError, KeyError, ValueError) as e:
-            print(f'error: {path} is not a log that gpt.py or bigram.py wrote ({e})', file=sys.stderr)
+            print(f'error: {path} is not a log that gpt.py wrote ({e})', file=sys.stderr)
             sys.exit(2)
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         ax.plot(*zip(*train), label='train loss (at progress lines)', color='tab:blue', linewidth=1)

@@ -13,9 +13,7 @@ import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'x')))  # (a notebook: its own)
 # ---------------------------------------------------------------- settings
-input_file = os.path.join(HERE, 'input.txt')  # the text to train on
-input_url = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/'
-             'data/tinyshakespeare/input.txt')  # fetched if input.txt is missing
+input_file = os.path.join(HERE, 'input.txt')  # the text to train on (Tiny Shakespeare: fetched)
 checkpoint = os.path.join(HERE, 'bigram.pt')  # the table, saved at the end
 sample_only = False  # only load the checkpoint and sample
 block_size = 256     # characters per window
@@ -23,17 +21,13 @@ batch_size = 64      # windows per step
 max_iters = 150      # steps; the learning rate decays linearly to 0
 lr = 0.3             # AdamW's learning rate: a table takes a large one
 weight_decay = 0.01  # pulls unseen pairs towards uniform: smoothing
-eval_interval = 50   # steps between evaluations on the validation split
-log_interval = 25    # steps between progress lines
+eval_interval = 50   # steps between progress lines, each with the validation loss
 seed = 1337          # seeds the batches and the sample
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # or mps
 prompt = ''          # the sample goes on from here ('': the first char)
 num_chars = 500      # characters to generate
-temperature = 1.0    # <1 more conservative, >1 wilder, 0 the likeliest
-top_k = 0            # sample among the k likeliest only (0: all)
-sample_file = ''     # also write the sample to this file
-NAMES = list(globals())  # the settings: input_file to sample_file
-SETTINGS = NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]
+NAMES = list(globals())  # the settings: input_file to num_chars
+SETTINGS = NAMES[NAMES.index('input_file'):NAMES.index('num_chars') + 1]
 
 # ---------------------------------------------------------------- the model
 class Bigram(nn.Embedding):  # row c holds the logits of what follows c
@@ -67,12 +61,11 @@ def train():  # on input_file; the table is saved to checkpoint
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % log_interval == 0:
-            dt = (time.time() - start) / step
-            print(f'step {step}/{max_iters} | loss {loss.item():.4f} | {dt * 1000:.1f} '
-                  f'ms/step | {batch_size * block_size / dt:,.0f} tokens/s')
         if step % eval_interval == 0 and step < max_iters:
-            print(f'step {step}: val loss {split_loss(model, data[n:]):.4f}')
+            dt = (time.time() - start) / step
+            print(f'step {step}/{max_iters} | loss {loss.item():.4f} | val loss '
+                  f'{split_loss(model, data[n:]):.4f} | {dt * 1000:.1f} ms/step | '
+                  f'{batch_size * block_size / dt:,.0f} tokens/s')
     print(f'final: train loss {split_loss(model, data[:n]):.4f}, '
           f'val loss {split_loss(model, data[n:]):.4f}')
     state = {'script': 'bigram.py', 'model': model.state_dict(), 'vocab': chars}
@@ -81,36 +74,27 @@ def train():  # on input_file; the table is saved to checkpoint
 
 # ---------------------------------------------------------------- sampling
 @torch.no_grad()
-def sample(model, chars, prompt, n, temperature=1.0, top_k=0):
+def sample(model, chars, prompt, n):
     unknown = set(prompt) - set(chars)
     if unknown:
         raise ValueError('the prompt has characters that are not in the '
                          f'vocabulary: {"".join(sorted(unknown))!r}')
     idx = [chars.index(c) for c in prompt or chars[0]]
-    if temperature < 1e-30:  # 0, or as good as 0: the likeliest
-        temperature, top_k = 1.0, 1
     for _ in range(n):
-        logits = model.weight[idx[-1]]  # the last character's row
-        logits = (logits - logits.max()) / temperature  # (no inf / inf)
-        if top_k:  # (all but the k largest; all kept if k is too large)
-            logits[logits < logits.sort().values[-top_k:][0]] = -float('inf')
-        idx.append(int(torch.multinomial(logits.softmax(-1), 1)))
+        probs = model.weight[idx[-1]].softmax(-1)  # the last character's row
+        idx.append(int(torch.multinomial(probs, 1)))
     return ''.join(chars[i] for i in idx)  # the prompt and n more
 
 def main(args=()):  # args as on the command line: ['--lr=0.1', ...]
     saved = dict(globals())  # put back at the end: a notebook goes on
     try:
         apply_overrides(args)
-        print(f'device {device}')
         print('settings:', *(f'{k}={globals()[k]!r}' for k in SETTINGS))
         if not sample_only:
             train()
         torch.manual_seed(seed)
         model, chars = load(checkpoint, device)
-        text = sample(model, chars, prompt, num_chars, temperature, top_k)
-        print(text)
-        if sample_file:  # (in UTF-8, whatever the console can show)
-            write_atomically(sample_file, lambda f: f.write(text.encode()))
+        print(sample(model, chars, prompt, num_chars))
     finally:
         globals().update(saved)
 
@@ -126,36 +110,28 @@ def apply_overrides(args):  # --name=value: True, False, a number, text
             globals()[name] = ('False', 'True').index(text) == 1 if kind is bool else kind(text)
         except ValueError:
             raise ValueError(f'--{name} must be of type {kind.__name__}, not {text!r}; {valid}')
-    sizes = 'block_size batch_size max_iters eval_interval log_interval'.split()
-    for k in sizes + 'lr weight_decay temperature top_k num_chars seed'.split():
-        low = 1 if k in sizes else 0
+    sizes = 'block_size batch_size max_iters eval_interval'.split()
+    for k in sizes + 'lr weight_decay num_chars seed'.split():
+        low = k in sizes  # (True: 1)
         if not low <= globals()[k] < 2 ** 63:  # (nan and inf fail too)
-            raise ValueError(f'{k} must be in [{low}, {2 ** 63})')
+            raise ValueError(f'{k} must be in [{low:d}, {2 ** 63})')
     try:
         torch.zeros(1, device=device).item()
     except Exception as e:  # (not here, unknown to torch, or 'meta')
         raise ValueError(f'device {device!r} is not one that works here ({e})')
-    for name in ['checkpoint'] * (not sample_only) + ['sample_file'] * bool(sample_file):
-        path = globals()[name]  # to be written: checked before training
-        folder = os.path.dirname(path) or '.'
-        problem = ("is empty: it needs a file's path" if not path else
-                   'is a folder, not a file' if os.path.isdir(path) else
-                   'is also the input_file, which writing it would lose'
-                   if os.path.abspath(path) == os.path.abspath(input_file) else
-                   'is in a folder that does not exist' if not os.path.isdir(folder) else
-                   'is in a folder that cannot be written to'
-                   if not os.access(folder, os.W_OK) else '')
-        if problem:
-            raise ValueError(f'{name} {path} {problem}')
+    if os.path.abspath(checkpoint) == os.path.abspath(input_file):
+        raise ValueError(f'checkpoint {checkpoint} is also the input_file, '
+                         'which writing it would lose')
 
+URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 HINT = 'put a text file there or pass --input_file=PATH'
 def read_text(path):  # the text to train on, checked
     if path == os.path.join(HERE, 'input.txt') and not os.path.exists(path):
         try:  # Tiny Shakespeare: to a temporary file, checked, renamed
-            torch.hub.download_url_to_file(input_url, path, SHA256)
+            torch.hub.download_url_to_file(URL, path, SHA256)
         except (OSError, RuntimeError) as e:  # (no network, a wrong file)
-            raise ValueError(f'{path} is missing, downloading {input_url} failed ({e}); {HINT}')
+            raise ValueError(f'{path} is missing, downloading {URL} failed ({e}); {HINT}')
         print(f'downloaded Tiny Shakespeare, sha256 checked, to {path}')
     try:
         with open(path, 'rb') as f:
@@ -183,11 +159,11 @@ def write_atomically(path, write):  # a crash leaves the old file whole
 def load(path, device=None):
     """(model, chars): a checkpoint's table, on device (None: the device setting),
     and its vocabulary. Raises FileNotFoundError or ValueError, never exits."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
     try:
         ckpt = torch.load(path, 'cpu', weights_only=True)  # runs no code
         origin = ckpt['script']
+    except FileNotFoundError:  # (as it is: "No such file or directory")
+        raise
     except Exception as e:
         raise ValueError(f'cannot load {path}: truncated or not a checkpoint ({type(e).__name__})')
     if origin != 'bigram.py':
@@ -204,14 +180,9 @@ if __name__ == '__main__':  # (also pasted into a notebook cell)
         sys.stdout.reconfigure(line_buffering=True, errors='backslashreplace')
     try:  # (a notebook kernel's argv is not settings)
         main(sys.argv[1:] if '__file__' in globals() else [])
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line
-        print('error:', *str(e).split(), file=sys.stderr)
-        sys.exit(2)
     except BrokenPipeError:  # python bigram.py | head: end quietly
         sys.stdout = None
         sys.exit(1)
-    except RuntimeError as e:  # a CPU's allocator says out of memory so
-        if "can't allocate memory" not in str(e):
-            raise
-        print('error: out of memory: try a smaller --batch_size=', file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input, or out of memory
+        print('error:', *str(e).split(), file=sys.stderr)  # (one line)
         sys.exit(2)
