@@ -4,8 +4,8 @@
     python gpt.py --sample_only=True --prompt="ROMEO:" sample from gpt.pt without training
 In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(['--max_iters=20'])
 """
-import ast, collections, contextlib, copy, csv, dataclasses, hashlib, io, math, os
-import signal, sys, threading, time, timeit, urllib.request, warnings
+import ast, collections, contextlib, copy, csv, dataclasses, io, math, os
+import signal, sys, threading, time, timeit, warnings
 IMPORTED = time.time()  # run as a program, the budget counts from here
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
 import torch
@@ -190,7 +190,7 @@ def get_batch(data, gen):  # each process its share of the draws
 def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
     starts = eval_windows(data)  # (or eval_chars' worth)
     model.eval()
-    losses, sizes, share = [], [], starts[RANK::WORLD]  # (each process a share: maybe none)
+    losses, sizes, share = [], [], starts[RANK::WORLD]  # (each its share, maybe none)
     for batch in share.split(64) if len(share) else []:
         with amp:
             losses.append(model(*windows(data, batch)))
@@ -581,9 +581,10 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     return shared(sum(times[1:]) / (len(times) - 1))
 
 # ----------------------------------------------------------------------- settings, start-up, output
-SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'  # (Tiny Shakespeare)
-TINY_SHAKESPEARE = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
-                    'tinyshakespeare/input.txt')
+# Tiny Shakespeare, fetched where input_file is left as it is and missing
+URL = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
+       'tinyshakespeare/input.txt')
+SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 NAMES = list(globals())  # the settings: input_file to sample_file
 SETTINGS = {k: globals()[k]
             for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
@@ -797,21 +798,14 @@ def write_atomically(path, write):  # a crash leaves the old file whole
         why = getattr(e, 'strerror', None) or first_line(e)
         raise Bad(f'cannot write {path}: {why}') from e
 
-def download_tiny_shakespeare(path):
-    try:
-        data = urllib.request.urlopen(TINY_SHAKESPEARE, timeout=60).read()
-        problem = ('' if hashlib.sha256(data).hexdigest() == SHA256 else
-                   'it sent something else (wrong sha256)')
-    except (OSError, ValueError) as e:
-        problem = f'failed ({e})'
-    need(not problem, f'{path} is missing and downloading {TINY_SHAKESPEARE} {problem}; '
-         'put a text file there or pass --input_file=PATH')
-    write_atomically(path, lambda f: f.write(data))
-    print(f'downloaded Tiny Shakespeare ({len(data):,} bytes, sha256 checked) to {path}')
-
 def read_data(path, ckpt):  # the vocabulary, and the text as integers
     if path == SETTINGS['input_file'] and not os.path.exists(path):
-        download_tiny_shakespeare(path)
+        try:  # to a temporary file, checked, renamed
+            torch.hub.download_url_to_file(URL, path, SHA256, progress=False)
+        except (OSError, RuntimeError) as e:  # (no network, another file)
+            raise Bad(f'{path} is missing, downloading {URL} failed ({first_line(e)}); put '
+                      'a text file there or pass --input_file=PATH') from e
+        print(f'downloaded Tiny Shakespeare (sha256 checked) to {path}')
     try:
         with open(path, 'rb') as f:
             text = f.read().decode('utf-8')
@@ -865,7 +859,7 @@ def load_weights(model, weights, path):  # one line where they do not fit
 
 def best_weights(ckpt):  # the one reported; stopped early: the best
     val, step, weights = ckpt['best']
-    if weights is None or ckpt['step'] >= ckpt['settings']['max_iters']:  # (ended: its best)
+    if weights is None or ckpt['step'] >= ckpt['settings']['max_iters']:
         return ckpt['model'], ''
     return weights, (f'sampling the best model of that run: step {step} of '
                      f'{ckpt["step"]}, val loss {val:.4f}')
@@ -940,7 +934,7 @@ def log_row(run, **losses):  # the log written whole
     write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
 
 def save_checkpoint(model, run, unless_within=0):  # never a broken model over a good one
-    if RANK or time.time() - run.saved < unless_within:  # (evaluations: once a minute)
+    if RANK or time.time() - run.saved < unless_within:
         return
     run.saved = time.time()
     need(all(p.isfinite().all() for p in model.parameters()), f'the weights became '

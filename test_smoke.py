@@ -241,46 +241,51 @@ def serve(body):
     return f'http://127.0.0.1:{server.server_port}/input.txt', server.shutdown
 
 
-def lone_script(folder, url):  # a copy of bigram.py that fetches from url, in a folder with no input.txt
-    source, n = re.subn(r"^URL = .*$", f'URL = {url!r}', (ROOT / 'bigram.py').read_text(), flags=re.M)
-    assert n == 1
-    (folder / 'bigram.py').write_text(source)
-    return folder / 'bigram.py'  # (run there, its files go there)
+def lone_script(folder, url, script):  # a copy of the script that fetches from url, in a folder with no input.txt
+    source = (ROOT / script).read_text(encoding='utf-8')
+    assert source.count('\nSHA256 = ') == 1  # (its URL is set just before)
+    (folder / script).write_text(source.replace('\nSHA256 = ', f'\nURL = {url!r}\nSHA256 = '), encoding='utf-8')
+    return folder / script  # (run there, its files go there)
 
 
 @pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')
-def test_download_writes_the_checked_file(tmp_path):
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_download_writes_the_checked_file(script, tmp_path):
     url, stop = serve(SHARED_TEXT.read_bytes())
     try:
-        out = run(lone_script(tmp_path, url), '--max_iters=2', '--num_chars=5', cwd=tmp_path)
+        out = run(lone_script(tmp_path, url, script), *TINY[script], '--max_iters=2', '--num_chars=5', cwd=tmp_path)
     finally:
         stop()
     assert out.returncode == 0, out.stderr
     assert 'downloaded Tiny Shakespeare' in out.stdout and 'sha256 checked' in out.stdout
     written = tmp_path / 'input.txt'
     assert hashlib.sha256(written.read_bytes()).hexdigest() == hashlib.sha256(SHARED_TEXT.read_bytes()).hexdigest()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['bigram.pt', 'bigram.py', 'input.txt']
+    name = script.removesuffix('.py')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'{name}.pt', script, 'input.txt',
+                                                                 *['gpt.csv'] * (script == 'gpt.py')])
 
 
-def test_download_with_wrong_checksum_writes_nothing(tmp_path):
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_download_with_wrong_checksum_writes_nothing(script, tmp_path):
     url, stop = serve(b'not Shakespeare at all\n' * 100)
     try:
-        out = run(lone_script(tmp_path, url), cwd=tmp_path)
+        out = run(lone_script(tmp_path, url, script), cwd=tmp_path)
     finally:
         stop()
     assert out.returncode == 2 and 'invalid hash value' in out.stderr and '--input_file=PATH' in out.stderr
     assert 'Traceback' not in out.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ['bigram.py']  # no input.txt, no temp file
+    assert [p.name for p in tmp_path.iterdir()] == [script]  # no input.txt, no temp file
 
 
-def test_download_from_a_refusing_server_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_download_from_a_refusing_server_is_a_clear_error(script, tmp_path):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    out = run(lone_script(tmp_path, f'http://127.0.0.1:{port}/input.txt'), cwd=tmp_path)
+    out = run(lone_script(tmp_path, f'http://127.0.0.1:{port}/input.txt', script), cwd=tmp_path)
     assert out.returncode == 2 and 'Traceback' not in out.stderr
     assert 'downloading' in out.stderr and 'failed' in out.stderr and '--input_file=PATH' in out.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ['bigram.py']
+    assert [p.name for p in tmp_path.iterdir()] == [script]
 
 
 # ---------------------------------------------------------------------- precision
