@@ -240,9 +240,9 @@ def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to 
         run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
     say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
-    # would the next evaluation (or the end) be too long past the best? then end here
+    # not better now, and the next evaluation (or the end) would be too long past the best?
     waited = min(run.step + eval_interval, run.steps) - run.best[1]
-    if patience and waited > patience * run.steps:
+    if patience and run.best[1] < run.step and waited > patience * run.steps:
         say(f'step {run.step}: no better val loss in {run.step - run.best[1]} steps: ending here')
         run.steps = run.step
 
