@@ -461,7 +461,7 @@ def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
     n_train = int(0.9 * len(data))
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
-    training = plan_training(n_train, size, given, step_time, seconds_left())
+    training = plan_training(n_train, size, given, step_time, seconds_left(), vocab_size)
     chosen = dict(given, **chosen, **size, **training)  # (alike in every process)
     steps = chosen['max_iters']
     refit = dict(planned=step_time, n_train=n_train, seconds=0.0, steps=0, refitted=False,
@@ -503,18 +503,22 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
          f'or the text, or {WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
-def plan_training(n_train, size, given, step_time, seconds):  # steps, regularising, evaluations
+def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     tokens = chars_a_step(size)
     evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
         steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
-    # more of each as the passes double, up to 0.3: weight decay 0.1 a doubling from one pass,
-    # dropout 0.15 from 12.5 passes, in tenths (a little costs a CPU as much time as more)
+    # more of each as the model could learn the text by heart, up to 0.3: weight decay 0.1 a
+    # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
+    # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
     passes = steps * tokens / n_train
+    with torch.device('meta'):  # counted, not made
+        params = sum(p.numel() for p in untrained(size, vocab_size).parameters())
+    by_heart = passes * params / n_train / 64
     decay = given.get('weight_decay', round(min(0.3, 0.1 * math.log2(max(1, passes))), 2))
-    drop = given.get('dropout', round(min(0.3, 0.15 * math.log2(max(1, passes / 12.5))), 1))
+    drop = given.get('dropout', round(min(0.3, 0.1 * math.log2(max(1, by_heart))), 1))
     return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seconds
@@ -560,9 +564,12 @@ def work(size):  # multiply-adds of a step, roughly
 def config(settings, vocab_size):  # from settings, a size or a checkpoint's
     return Config(vocab_size, *(settings[k] for k in Config._fields[1:]))
 
+def untrained(size, vocab_size):  # as the plan weighs and times it
+    return GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size))
+
 def time_step(size, vocab_size, precision):  # a step's seconds, here
     # (under torchrun in every process, as DDP's collectives need: the first process's figure)
-    model = GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size)).to(device)
+    model = untrained(size, vocab_size).to(device)
     net = DistributedDataParallel(model) if DDP else model
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run, amp = Run('', make_optimizers(model, precision, 0.0), scaler), autocast(precision)

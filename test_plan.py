@@ -63,7 +63,8 @@ def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monk
     size, _, _ = gpt.plan_model(65, 10_000_000, {'n_layer': 2}, 'float32', seconds_for(1, gpt.MIN_STEPS) * 1.1)
     assert size['n_layer'] == 2 and size['batch_size'] == gpt.SIZES[1][4]
     n_train = 5_000_000
-    assert gpt.plan_training(n_train, size, {}, 0.1, 1e9)['max_iters'] == math.ceil(gpt.max_passes * n_train / (5 * 24 * 128))
+    planned = gpt.plan_training(n_train, size, {}, 0.1, 1e9, 65)
+    assert planned['max_iters'] == math.ceil(gpt.max_passes * n_train / (5 * 24 * 128))
     machine.timed.clear()
     given = dict(zip(NAMES, (2, 2, 32, 16, 10)), max_iters=10)
     size, step_time, why = gpt.plan_model(65, 10_000_000, given, 'float32', 1.0)
@@ -85,7 +86,7 @@ def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machin
 
 def test_the_steps_fill_the_time_left_after_evaluations(machine):
     n_train, step_time, seconds = 5_000_000, 0.1, 300.0  # a large text: about 2 passes, no dropout
-    plan = gpt.plan_training(n_train, dict(zip(NAMES, gpt.SIZES[1])), {}, step_time, seconds)
+    plan = gpt.plan_training(n_train, dict(zip(NAMES, gpt.SIZES[1])), {}, step_time, seconds, 65)
     tokens = 24 * 128
     evaluated = min(n_train // 9, gpt.eval_chars)  # an evaluation reads at most eval_chars
     every = round(10 * evaluated / tokens)
@@ -95,7 +96,7 @@ def test_the_steps_fill_the_time_left_after_evaluations(machine):
     assert seconds * 0.99 < spent <= seconds
 
 
-def test_dropout_and_weight_decay_follow_the_passes(machine, monkeypatch):
+def test_dropout_and_weight_decay_follow_the_passes_and_the_model(machine, monkeypatch):
     for name, value in dict(time_budget=300.0, WORLD=1, dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[1]))) / 0.13  # 4 x 192 at 130 ms a step
@@ -103,15 +104,21 @@ def test_dropout_and_weight_decay_follow_the_passes(machine, monkeypatch):
     settings, why = gpt.plan(65, text, None, set(), time.time())
     n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[1]))
     assert {k: settings[k] for k in NAMES} == size and machine.timed[-1] == gpt.SIZES[1]
+    # 2.6M parameters, 4.6 a training character: 8 to 12.5 passes are below 64, no dropout
     assert 8 <= settings['max_iters'] * 24 * 128 / n_train < 12.5 and settings['dropout'] == 0.0
     assert settings['weight_decay'] == 0.3  # (0.1 a doubling from one pass, up to 0.3 at 8 passes)
-    twenty = gpt.plan_training(450_000, size, {}, 0.1, 300.0)  # about 20 passes
+    twenty = gpt.plan_training(450_000, size, {}, 0.1, 300.0, 65)  # about 20 passes: 116
     assert 16 < twenty['max_iters'] * 24 * 128 / 450_000 < 25 and twenty['dropout'] == 0.1
-    assert gpt.plan_training(100_000, size, {}, 0.1, 300.0)['dropout'] == 0.3  # 40 passes and more
-    large = gpt.plan_training(5_000_000, size, {}, 0.1, 300.0)  # fewer than 8: about 1.8 passes
+    assert gpt.plan_training(100_000, size, {}, 0.1, 300.0, 65)['dropout'] == 0.3  # 40 passes and more
+    # the same 14 passes over 225,000 characters: the 4 x 192 could learn them by heart, the 3 x 128
+    # (1.1M parameters, 4.9 a character: 69) hardly
+    small = dict(zip(NAMES, gpt.SIZES[0]))
+    fourteen = [gpt.plan_training(225_000, s, dict(max_iters=1028), 0.1, 300.0, 62) for s in (size, small)]
+    assert [plan['dropout'] for plan in fourteen] == [0.1, 0.0]
+    large = gpt.plan_training(5_000_000, size, {}, 0.1, 300.0, 65)  # fewer than 8: about 1.8 passes
     passes = large['max_iters'] * 24 * 128 / 5_000_000
     assert large['dropout'] == 0.0 and large['weight_decay'] == round(0.1 * math.log2(passes), 2) > 0
-    seen_once = gpt.plan_training(50_000_000, size, {}, 0.1, 300.0)  # a fraction of a pass: none
+    seen_once = gpt.plan_training(50_000_000, size, {}, 0.1, 300.0, 65)  # a fraction of a pass: none
     assert seen_once['weight_decay'] == 0.0
     assert why['refit']['planned'] == pytest.approx(0.13)  # (the steps are fitted to the step as it runs)
 
@@ -123,7 +130,7 @@ def test_a_quick_try_shortens_the_run_and_keeps_the_model(machine):
     planned, _, _ = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds)
     quick, _, _ = gpt.plan_model(65, 10_000_000, {'max_iters': 10}, 'float32', seconds)
     assert tuple(quick[k] for k in NAMES) == tuple(planned[k] for k in NAMES) == gpt.SIZES[1]
-    training = gpt.plan_training(5_000_000, quick, {'max_iters': 10}, 0.1, seconds)
+    training = gpt.plan_training(5_000_000, quick, {'max_iters': 10}, 0.1, seconds, 65)
     assert training['max_iters'] == 10
 
 
