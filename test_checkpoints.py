@@ -106,7 +106,7 @@ def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
     common = [f'--input_file={path}', '--num_chars=0', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32',
               '--batch_size=16', '--max_iters=60', '--dropout=0.2', '--warmup_iters=5', '--eval_interval=10',
-              '--log_interval=1']
+              '--log_interval=1', '--patience=0']  # (patience would end it at 40)
     whole = run('gpt.py', *common, f'--checkpoint={tmp_path / "whole.pt"}')
     first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=40')
     second = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')
@@ -130,7 +130,7 @@ def test_sampling_a_stopped_run_takes_its_best_model(tmp_path):
     ckpt = tmp_path / 'gpt.pt'
     out = run('gpt.py', f'--input_file={path}', f'--checkpoint={ckpt}', '--num_chars=0', '--n_layer=2',
               '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=16', '--max_iters=60', '--dropout=0.0',
-              '--warmup_iters=5', '--eval_interval=10', '--stop_after=40')
+              '--warmup_iters=5', '--eval_interval=10', '--stop_after=40', '--patience=0')
     assert out.returncode == 0, out.stderr
     evaluated = [float(v) for v in re.findall(r'^step \d+: val loss (\d+\.\d+)', out.stdout, re.M)]
     best_step = 10 * (evaluated.index(min(evaluated)) + 1)
