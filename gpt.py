@@ -66,23 +66,23 @@ class CausalSelfAttention(nn.Module):
     """Multi-head attention: each position gathers from itself and the positions before it."""
     def __init__(self, config):
         super().__init__()
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # all heads' q, k and v
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, cos, sin, cache, p):
         B, T, C = x.shape
         hs = C // self.n_head
         qkv = self.qkv(x).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         v = qkv[2]
         # QK-norm: each head's queries and keys are normed, so that no update blows up the scores;
         # then turned by position, and back to the values' precision (autocast norms in float32)
-        q, k = rotate(F.layer_norm(qkv[:2], (hs,)), cos, sin).type_as(v)
+        q, k = rotate(norm(qkv[:2]), cos, sin).type_as(v)
         if cache is not None:  # sampling: this layer's keys and values so far
             if cache:
                 k, v = torch.cat((cache[0], k), 2), torch.cat((cache[1], v), 2)
             cache[:] = k, v
-        y = attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = attention(q, k, v, p)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side
 
 class SwiGLU(nn.Module):
@@ -96,21 +96,18 @@ class SwiGLU(nn.Module):
         gate, value = self.up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * value)
 
-def norm(config):  # learned gains did not help
-    return nn.LayerNorm(config.n_embd, elementwise_affine=False)
+def norm(x):  # LayerNorm over the channels; learned gains did not help
+    return F.layer_norm(x, x.shape[-1:])
 
 class Block(nn.Module):
     """Communication (attention), then computation (MLP), each added to the residual stream."""
     def __init__(self, config):
         super().__init__()
-        self.dropout = config.dropout
-        self.ln1, self.attn = norm(config), CausalSelfAttention(config)
-        self.ln2, self.mlp = norm(config), SwiGLU(config)
+        self.attn, self.mlp = CausalSelfAttention(config), SwiGLU(config)
 
-    def forward(self, x, cos, sin, cache=None):
-        p = self.dropout if self.training else 0.0
-        x = x + drop(self.attn(self.ln1(x), cos, sin, cache), p)
-        return x + drop(self.mlp(self.ln2(x)), p)
+    def forward(self, x, cos, sin, cache, p):  # p: dropout's
+        x = x + drop(self.attn(norm(x), cos, sin, cache, p), p)
+        return x + drop(self.mlp(norm(x)), p)
 
 class GPT(nn.Module):
     """Characters in, the next character's logits out: embeddings, the blocks, a norm and a head."""
@@ -123,7 +120,7 @@ class GPT(nn.Module):
         rows = min(config.pair_rows, (V + 1) * V)  # or shared past pair_rows
         self.pairs = nn.Embedding(rows, C) if rows else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f, self.head = norm(config), nn.Linear(C, V, bias=False)
+        self.head = nn.Linear(C, V, bias=False)
         for name, p in self.named_parameters():  # small weights; branches start near 0
             small = name.endswith(('proj.weight', 'down.weight'))
             nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer) if small else 0.02)
@@ -133,15 +130,16 @@ class GPT(nn.Module):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
         x = self.embed(idx)  # (B, T, C)
-        if self.pairs is not None:  # the character before each
+        if self.pairs:  # the character before each
             V = self.config.vocab_size
             first = torch.full_like(idx[:, :1], V) if before is None else before
             previous = torch.cat((first, idx[:, :-1]), dim=1)  # (B, T)
             x = x + self.pairs((previous * V + idx) % self.pairs.num_embeddings)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        p = self.config.dropout if self.training else 0.0
         for block, cache in zip(self.blocks, caches or [None] * len(self.blocks)):
-            x = block(x, cos, sin, cache)
-        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+            x = block(x, cos, sin, cache, p)
+        logits = self.head(norm(x))  # (B, T, vocab)
         if targets is None:
             return logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
@@ -150,22 +148,18 @@ class GPT(nn.Module):
     def generate(self, idx, n, temperature=1.0, top_k=0, use_cache=True):  # (1, T) -> (1, T + n)
         # each character is predicted as in training, from at most block_size: a cache cannot slide
         # (above layer 1 its keys hold characters that left), so a full window restarts from half
-        T = self.config.block_size
-        def fresh(window):  # (1, t) -> logits, and caches holding it
-            caches = [[] for _ in self.blocks] if use_cache else None
-            return self(window, caches=caches), caches
+        T, caches = self.config.block_size, None
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
-        logits, caches = fresh(idx[:, begin:])
         for _ in range(n):
-            idx = torch.cat((idx, pick_next(logits[:, -1].float(), temperature, top_k)), dim=1)
             if idx.size(1) - begin > T:  # full: keep its last half, rounded up
-                begin = idx.size(1) - (T + 1) // 2
-                logits, caches = fresh(idx[:, begin:])
-            elif use_cache:  # one new position, added to the cache
+                begin, caches = idx.size(1) - (T + 1) // 2, None
+            if caches:  # one new position, added to the cache
                 at = idx.size(1) - 1 - begin
                 logits = self(idx[:, -1:], caches=caches, start=at, before=idx[:, -2:-1])
-            else:  # the whole window again: what the cache saves
-                logits = self(idx[:, begin:])
+            else:  # the window afresh (without a cache: each time)
+                caches = [[] for _ in self.blocks] if use_cache else None
+                logits = self(idx[:, begin:], caches=caches)
+            idx = torch.cat((idx, pick_next(logits[:, -1].float(), temperature, top_k)), dim=1)
         return idx
 
 def pick_next(logits, temperature, top_k):  # (B, vocab) -> (B, 1)
@@ -186,22 +180,27 @@ def get_batch(data, gen):  # each process its share of the draws
     starts = torch.randint(len(data) - block_size, (batch_size * WORLD,), generator=gen)
     return windows(data, starts[RANK::WORLD])
 
+def eval_windows(data):  # the split's windows' starts
+    n = (len(data) - 1) // block_size
+    read = max(1, min(n, eval_chars // block_size))
+    return torch.linspace(0, n - 1, read).round().long() * block_size
+
 @torch.no_grad()
 def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
     starts = eval_windows(data)  # (or eval_chars' worth)
+    share = starts[RANK::WORLD]  # (each its share, maybe none)
+    batches = share.split(64) if len(share) else []
     model.eval()
-    losses, sizes, share = [], [], starts[RANK::WORLD]  # (each its share, maybe none)
-    for batch in share.split(64) if len(share) else []:
-        with amp:
-            losses.append(model(*windows(data, batch)))
-        sizes.append(len(batch))
+    with amp:
+        losses = [model(*windows(data, batch)) for batch in batches]
     model.train()
     read = torch.stack(losses).tolist() if losses else []  # (one wait)
-    return shared(sum((loss * n for loss, n in zip(read, sizes)), 0.0), add=True) / len(starts)
+    total = sum((loss * len(batch) for loss, batch in zip(read, batches)), 0.0)
+    return shared(total, add=True) / len(starts)
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
 def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest
-    pairs = [model.pairs.weight] if model.pairs is not None else []
+    pairs = [model.pairs.weight] if model.pairs else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
     return [Muon(model.blocks.parameters(), muon_lr, decay, getattr(torch, precision)),
@@ -237,7 +236,7 @@ def update_average(run, model):  # a smoother model
 def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to gain
     loss = split_loss(run.average, val_data, amp)
     if loss < run.best[0]:
-        run.best = (loss, run.step, {k: v.clone() for k, v in run.average.state_dict().items()})
+        run.best = (loss, run.step, copy.deepcopy(run.average.state_dict()))
     say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
     log_row(run, val_loss=loss, best_val_loss=run.best[0])
     # not better now, and the next evaluation (or the end) would be too long past the best?
@@ -248,7 +247,7 @@ def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to 
 
 def train(model, run, train_data, val_data, amp):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
-    run.ticked = (time.time(), run.step)  # (the last progress line)
+    run.ticked = time.time(), run.step  # (the last progress line)
     with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
             set_learning_rates(run)
@@ -265,7 +264,7 @@ def train(model, run, train_data, val_data, amp):
             if run.step % eval_interval == 0 and run.step < run.steps:
                 evaluate(run, val_data, amp)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
-                run.ticked = (time.time(), run.step)  # (evaluating is not training)
+                run.ticked = time.time(), run.step  # (evaluating is not training)
     if run.step < run.steps:  # --stop_after: saved, to go on from
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
@@ -284,6 +283,12 @@ def finish(model, run, train_data, val_data, amp):  # the final line
     log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
     save_checkpoint(model, run)
     say(f'saved {checkpoint}')
+
+def how_much_read(data):  # (on a large text)
+    read = len(eval_windows(data)) * block_size
+    if read >= len(data) - block_size:
+        return ''
+    return f' (on {read:,} of {len(data):,} validation characters, evenly spread)'
 
 # ------------------------------------------------------------------------------ sampling, and main
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
@@ -400,25 +405,24 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         a, b, c = 3.4445, -4.7750, 2.0315  # torch's coefficients
-        for group in self.param_groups:
-            shapes, m = {}, group['momentum']
-            for p in group['params']:
-                shapes.setdefault(p.shape, []).append(p)
-            for (rows, cols), ps in shapes.items():
-                bufs = [self.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
-                        for p in ps]
-                for p, buf in zip(ps, bufs):
-                    buf.lerp_(p.grad, 1 - m)
-                x = torch.stack([p.grad.lerp(buf, m) for p, buf in zip(ps, bufs)])  # (Nesterov's)
-                x = x.to(self.precision).mT if rows > cols else x.to(self.precision)  # (n, wide)
-                x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=1e-7)
-                for _ in range(3):
-                    gram = x @ x.mT
-                    poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
-                    x = torch.baddbmm(x, poly, x, beta=a)
-                for p, update in zip(ps, x.mT if rows > cols else x):
-                    p.mul_(1 - group['lr'] * group['weight_decay'])
-                    p.add_(update, alpha=-group['lr'] * math.sqrt(max(1, rows / cols)))
+        group, = self.param_groups  # (one: the blocks' matrices)
+        shapes, m = {}, group['momentum']
+        for p in group['params']:
+            shapes.setdefault(p.shape, []).append(p)
+        for (rows, cols), ps in shapes.items():
+            bufs = [self.state[p].setdefault('momentum_buffer', torch.zeros_like(p)) for p in ps]
+            for p, buf in zip(ps, bufs):
+                buf.lerp_(p.grad, 1 - m)
+            x = torch.stack([p.grad.lerp(buf, m) for p, buf in zip(ps, bufs)])  # (Nesterov's)
+            x = x.to(self.precision).mT if rows > cols else x.to(self.precision)  # (n, wide)
+            x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=1e-7)
+            for _ in range(3):
+                gram = x @ x.mT
+                poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+                x = torch.baddbmm(x, poly, x, beta=a)
+            for p, update in zip(ps, x.mT if rows > cols else x):
+                p.mul_(1 - group['lr'] * group['weight_decay'])
+                p.add_(update, alpha=-group['lr'] * math.sqrt(max(1, rows / cols)))
 
 def to_device(t):  # a copy the host does not wait for
     if device.startswith('cuda'):
@@ -447,27 +451,24 @@ def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
             now = globals()[k]
             need(now == saved[k] or (now == 'auto' if k in SIZE_NAMES else k not in named),
                  f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved[k]}')
-        run_names = {k: saved[k] for k in RUN_NAMES}
-        given = {**run_names, **given, **{k: saved[k] for k in SHAPE_NAMES}}
+        given = {k: saved[k] for k in RUN_NAMES} | given | {k: saved[k] for k in SHAPE_NAMES}
     precision, why_precision = pick_dtype()
-    csv_file = log_file
-    if log_file == 'auto':
-        csv_file = os.path.splitext(checkpoint)[0] + '.csv'
-    chosen = dict(dtype=precision, log_file=csv_file)
+    chosen = given | dict(dtype=precision, log_file=log_file)
+    if log_file == 'auto':  # beside the checkpoint
+        chosen['log_file'] = os.path.splitext(checkpoint)[0] + '.csv'
     if data is None:  # sampling only
-        return {**chosen, **given, 'dropout': 0.0}, dict(precision=why_precision)
+        return chosen | dict(dropout=0.0), dict(precision=why_precision)
+    deadline = started + 0.95 * time_budget
     def seconds_left():  # (the first process's: all plan alike)
-        return shared(0.95 * time_budget - (time.time() - started))
+        return shared(deadline - time.time())
     n_train = int(0.9 * len(data))
     size, step_time, why = plan_model(vocab_size, len(data), given, precision, seconds_left())
     # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
     training = plan_training(n_train, size, given, step_time, seconds_left(), vocab_size)
-    chosen = dict(given, **chosen, **size, **training)  # (alike in every process)
-    steps = chosen['max_iters']
-    refit = dict(planned=step_time, n_train=n_train, seconds=0.0, steps=0, refitted=False,
-                 deadline=started + 0.95 * time_budget, warm=min(warmup_iters, steps // 2),
-                 cap=math.ceil(max_passes * n_train / chars_a_step(chosen)))
-    planned = 'max_iters' not in given and step_time and not ckpt
+    chosen |= size | training  # (alike in every process)
+    refit = dict(planned=step_time, n_train=n_train, deadline=deadline, seconds=0.0, steps=0,
+                 refitted=False)
+    planned = 'max_iters' not in given and step_time  # (resumed: given)
     return chosen, dict(precision=why_precision, model=why, refit=refit if planned else None)
 
 def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its step time, why
@@ -476,14 +477,15 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
     if len(fixed) == len(SIZE_NAMES) and 'max_iters' in given:
         return fixed, None, 'as given'
     chosen, chosen_time, why = None, None, ''
-    for size in [{**dict(zip(SIZE_NAMES, size)), **fixed} for size in SIZES]:
-        fed = max_passes * 0.9 * n_text >= MIN_STEPS * chars_a_step(size)
-        if not (fed or 'batch_size' in fixed):  # a small text: a share each
-            size['batch_size'] = -(-size['batch_size'] // WORLD)
-        if size == chosen or not possible(size, n_text):
-            continue
+    room = max_passes * 0.9 * n_text  # the characters of max_passes
+    for size in [dict(zip(SIZE_NAMES, size)) | fixed for size in SIZES]:
+        if room < MIN_STEPS * chars_a_step(size) and 'batch_size' not in fixed:
+            size['batch_size'] = -(-size['batch_size'] // WORLD)  # a small text: a share each
+        C, nh, T = size['n_embd'], size['n_head'], size['block_size']
+        if size == chosen or C % nh or C // nh % 2 or n_text < 10 * (T + 1):
+            continue  # (heads of even size; a window in each split)
         # a text seen too many times is memorised, the more so by a larger model
-        if chosen and max_passes * 0.9 * n_text < MIN_STEPS * chars_a_step(size):
+        if chosen and room < MIN_STEPS * chars_a_step(size):
             why = (f'; the text is too small for {describe(size)}: fewer than '
                    f'{MIN_STEPS} steps in {max_passes} passes')
             break
@@ -534,9 +536,10 @@ def refit(run, step_time, steps):  # the steps that fit, as the run goes
     fit['seconds'] += step_time * steps
     fit['steps'] += steps
     mean = shared(fit['seconds'] / fit['steps'])  # since warm-up
-    seconds = fit['deadline'] - time.time()
-    left = steps_that_fit(fit['n_train'], chars_a_step(), mean, seconds, eval_interval)
-    total = shared(max(run.step + 1, min(run.step + left, fit['cap'])))
+    tokens, seconds = chars_a_step(), fit['deadline'] - time.time()
+    left = steps_that_fit(fit['n_train'], tokens, mean, seconds, eval_interval)
+    cap = math.ceil(max_passes * fit['n_train'] / tokens)  # as the plan's
+    total = shared(max(run.step + 1, min(run.step + left, cap)))
     if fit['refitted'] and abs(total - run.steps) <= 0.02 * run.steps:
         return
     fit['refitted'] = True
@@ -552,10 +555,6 @@ def chars_a_step(size=None):  # characters a step reads, all processes
 def describe(size):
     return (f'{size["n_layer"]} x {size["n_embd"]} ({size["n_head"]} heads) on '
             f'{size["block_size"]}-character windows, batch {size["batch_size"]}')
-
-def possible(size, n_text):  # heads of even size; a window in each split
-    C, nh = size['n_embd'], size['n_head']
-    return C % nh == 0 and C // nh % 2 == 0 and n_text >= 10 * (size['block_size'] + 1)
 
 def work(size):  # multiply-adds of a step, roughly
     T, C = size['block_size'], size['n_embd']
@@ -598,8 +597,7 @@ NAMES = list(globals())  # the settings: input_file to sample_file
 SETTINGS = {k: globals()[k]
             for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
 # the types of the settings the plan chooses, where given
-CHOSEN = dict(n_layer=int, n_head=int, n_embd=int, block_size=int, batch_size=int,
-              max_iters=int, dropout=float, weight_decay=float, eval_interval=int)
+CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict(dropout=float, weight_decay=float)
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
 BELOW = dict(dropout=1, ema=1, patience=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
@@ -756,9 +754,9 @@ def check_in(model, run, loss, stopped):  # also when a lone process stops
             f'{chars_a_step() / step_time:,.0f} tokens/s | '
             f'{(run.end - run.step) * step_time / 60:.1f} min left')
         log_row(run, train_loss=loss)
-        if run.refit and since > 0 and run.step >= run.refit['warm']:
+        if run.refit and since > 0 and run.step >= min(warmup_iters, max_iters // 2):
             refit(run, step_time, run.step - since)
-        run.ticked = (time.time(), run.step)
+        run.ticked = time.time(), run.step
     if stopping:
         interrupt(model, run)
 
@@ -782,17 +780,6 @@ def stop_signals():  # set by Ctrl-C or SIGTERM
             signal.signal(sig, handler)
 
 # ----------------------------------------------------------------------------------------- the text
-def eval_windows(data):  # the split's windows' starts
-    n = (len(data) - 1) // block_size
-    read = max(1, min(n, eval_chars // block_size))
-    return torch.linspace(0, n - 1, read).round().long() * block_size
-
-def how_much_read(data):  # (on a large text)
-    read = len(eval_windows(data)) * block_size
-    if read >= len(data) - block_size:
-        return ''
-    return f' (on {read:,} of {len(data):,} validation characters, evenly spread)'
-
 def write_atomically(path, write):  # a crash leaves the old file whole
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -831,9 +818,10 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     points = torch.frombuffer(bytearray(text.encode('utf-32-le')), dtype=torch.int32)
     slices = points.split(2 ** 22)  # (4M at a time: little memory)
     chars = ''.join(map(chr, torch.cat([p.unique() for p in slices]).unique().tolist()))
-    unknown = ''.join(sorted(set(chars) - set(ckpt['vocab']))) if ckpt else ''
-    need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
-    chars = ckpt['vocab'] if ckpt else chars
+    if ckpt:  # its vocabulary, which must hold every character
+        unknown = ''.join(sorted(set(chars) - set(ckpt['vocab'])))
+        need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
+        chars = ckpt['vocab']
     # each character its place (the lecture's stoi), in 1 byte where there are 256 or fewer
     vocab = torch.tensor([ord(c) for c in chars], dtype=torch.int32)
     small = torch.uint8 if len(chars) <= 256 else torch.int32
@@ -905,8 +893,7 @@ class Run:
         return min(self.steps, self.stop_at)
 
 def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
-    kind = device.split(':')[0]
-    scaler = torch.amp.GradScaler(kind, enabled=dtype == 'float16')
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
     run = Run(chars, make_optimizers(model, dtype, weight_decay), scaler,
               torch.Generator().manual_seed(seed), copy.deepcopy(model).eval(), max_iters,
               refit=refit)
@@ -914,7 +901,7 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
         load_weights(run.average, ckpt['average'], checkpoint)
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
             for saved, now in zip(state['param_groups'], opt.param_groups):
-                saved.update({k: v for k, v in now.items() if k != 'params'})  # (as given now)
+                saved.update(now, params=saved['params'])  # (as given now)
             opt.load_state_dict(state)
         if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])

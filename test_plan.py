@@ -146,7 +146,7 @@ def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     # those that 200 ms a step fit into the time left, evaluations included; the same again changes nothing
     for name, value in dict(batch_size=24, block_size=128, eval_interval=363).items():
         monkeypatch.setattr(gpt, name, value)
-    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 90, warm=100, cap=10 ** 6, seconds=0.0,
+    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 90, seconds=0.0,
                  steps=0, refitted=False)
     run = gpt.Run('', [], None, steps=1000, step=100, refit=refit)
     gpt.refit(run, 0.2, 50)
