@@ -96,7 +96,7 @@ class SwiGLU(nn.Module):
         gate, value = self.up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * value)
 
-def norm(x):  # LayerNorm over the channels; learned gains did not help
+def norm(x):  # learned gains did not help
     return F.layer_norm(x, x.shape[-1:])
 
 class Block(nn.Module):
@@ -156,7 +156,7 @@ class GPT(nn.Module):
             if caches:  # one new position, added to the cache
                 at = idx.size(1) - 1 - begin
                 logits = self(idx[:, -1:], caches=caches, start=at, before=idx[:, -2:-1])
-            else:  # the window afresh (without a cache: each time)
+            else:  # the window afresh (no cache: every time)
                 caches = [[] for _ in self.blocks] if use_cache else None
                 logits = self(idx[:, begin:], caches=caches)
             idx = torch.cat((idx, pick_next(logits[:, -1].float(), temperature, top_k)), dim=1)
@@ -279,16 +279,13 @@ def finish(model, run, train_data, val_data, amp):  # the final line
         model.load_state_dict(best_weights)
         val_loss = best_val
     train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val)
-    say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}{how_much_read(val_data)}')
+    read = len(eval_windows(val_data)) * block_size
+    part = f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
+    say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}'
+        f'{part if read < len(val_data) - block_size else ""}')
     log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
     save_checkpoint(model, run)
     say(f'saved {checkpoint}')
-
-def how_much_read(data):  # (on a large text)
-    read = len(eval_windows(data)) * block_size
-    if read >= len(data) - block_size:
-        return ''
-    return f' (on {read:,} of {len(data):,} validation characters, evenly spread)'
 
 # ------------------------------------------------------------------------------ sampling, and main
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
@@ -818,7 +815,7 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     points = torch.frombuffer(bytearray(text.encode('utf-32-le')), dtype=torch.int32)
     slices = points.split(2 ** 22)  # (4M at a time: little memory)
     chars = ''.join(map(chr, torch.cat([p.unique() for p in slices]).unique().tolist()))
-    if ckpt:  # its vocabulary, which must hold every character
+    if ckpt:  # its vocabulary, holding every character
         unknown = ''.join(sorted(set(chars) - set(ckpt['vocab'])))
         need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
         chars = ckpt['vocab']

@@ -174,6 +174,19 @@ def test_bigram_reaches_the_best_bigram_loss(tmp_path):
     assert smoothed - 0.02 <= val_loss <= smoothed + 0.005, (val_loss, smoothed.item())
 
 
+def test_a_large_validation_split_is_read_in_part_and_the_final_line_says_so(text_file, tmp_path):
+    # past eval_chars an evaluation reads that many characters, in windows evenly spread, and the final line says so
+    args = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0', *TINY['gpt.py'],
+            '--max_iters=10']
+    whole, part = run('gpt.py', *args), run('gpt.py', *args, '--eval_chars=96')
+    assert whole.returncode == part.returncode == 0, part.stderr
+    text = text_file.read_text(encoding='utf-8')
+    final_losses(whole.stdout)  # (nothing after the val loss)
+    n_val = len(text) - int(0.9 * len(text))
+    note = rf' \(on 96 of {n_val:,} validation characters, evenly spread\)$'  # 3 windows of 32
+    assert re.search(r'^final: train loss [\d.]+, val loss [\d.]+' + note, part.stdout, re.M), part.stdout
+
+
 def test_kv_cache_gives_the_same_logits(monkeypatch):
     sys.path.insert(0, str(ROOT))
     import gpt
