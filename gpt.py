@@ -204,7 +204,7 @@ def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW th
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
     return [Muon(model.blocks.parameters(), muon_lr, decay, getattr(torch, precision)),
-            torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0, fused=device != 'mps')]
+            torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0)]
 
 def set_learning_rates(run):  # warm up, then down to 0 at the end
     warm = min(warmup_iters, run.steps // 2)  # (a short run still peaks)
@@ -328,21 +328,11 @@ def main(args=None):  # args as on the command line; None: sys.argv
 # ==================================================================================================
 # -------------------------------------------------------------------------- faster on some hardware
 def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs)
-    causal = q.size(-2) > 1  # (a single new query sees every cached key)
-    if not q.is_cpu:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
-    # a CPU's fused kernel is 2x slower than the lecture's form in bfloat16, and with dropout;
-    # in float32 it is 3x (training) to 9x (sampling) faster
-    if v.dtype == torch.bfloat16 or (dropout_p and v.dtype == torch.float32):
-        return explicit_attention(q, k, v, dropout_p)
-    with torch.autocast('cpu', enabled=False):  # (float32 left as it is)
-        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                           is_causal=causal, dropout_p=dropout_p)
-    return y.to(v.dtype)
-
-def explicit_attention(q, k, v, dropout_p):  # the lecture's form
     T, S = q.size(-2), k.size(-2)
-    # (B, nh, T, S); scaled as q, the smaller
+    if not q.is_cpu:  # a GPU's or a Mac's fused kernel (one new query: every cached key)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout_p)
+    # a CPU: the lecture's form, a faster step than the fused kernel's in bfloat16 (1.4x) and with
+    # dropout (1.15x), as fast otherwise (TUNING.md). Scores (B, nh, T, S), scaled as q, the smaller
     scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)
     # each query: keys up to its own
     seen = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)

@@ -60,12 +60,12 @@ def test_no_position_sees_the_characters_after_it(precision):
 
 
 @pytest.mark.parametrize('T, S', [(16, 16), (1, 16), (4, 16)])  # a window; a cached one, one query or a few more
-def test_the_explicit_attention_is_the_fused_one(T, S):
-    # the CPU's bfloat16 path (the lecture's masked softmax) must compute what scaled_dot_product_attention does:
+def test_the_cpus_attention_is_the_fused_one(T, S):
+    # the CPU's path (the lecture's masked softmax) must compute what scaled_dot_product_attention does:
     # each query sees the keys up to its own position, the last T of S
     queries, k, v = torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8)
     every = F.scaled_dot_product_attention(queries, k, v, is_causal=True)  # all S queries at once
-    assert torch.allclose(gpt.explicit_attention(queries[:, :, -T:], k, v, 0.0), every[:, :, -T:], atol=1e-6)
+    assert torch.allclose(gpt.attention(queries[:, :, -T:], k, v, 0.0), every[:, :, -T:], atol=1e-6)
 
 
 # ---------------------------------------------------------------------- training
