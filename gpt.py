@@ -418,8 +418,9 @@ def to_device(t):  # a copy the host does not wait for
 
 # -------------------------------------------------------------------- the plan: how large, how long
 SIZES = [  # smallest first
-    (3, 4, 128, 128, 24),  # a laptop's CPU without bfloat16
-    (4, 4, 192, 128, 24),  # two CPU cores with bfloat16
+    (3, 4, 128, 128, 24),  # a small text (a longer window learns it by heart)
+    (3, 4, 128, 256, 12),  # a laptop's CPU without bfloat16
+    (4, 4, 192, 256, 12),  # two CPU cores with bfloat16
     (6, 8, 256, 256, 32),  # a fast CPU, a Mac
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
