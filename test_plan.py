@@ -53,7 +53,7 @@ def test_a_slow_machine_still_gets_the_smallest_size(machine):
 
 def test_a_small_text_gets_a_smaller_model_on_shorter_windows(machine):
     # a text that gives the second size fewer than MIN_STEPS steps in max_passes passes, however fast the machine
-    n_train = gpt.MIN_STEPS * 24 * 128 / gpt.max_passes * 0.9
+    n_train = gpt.MIN_STEPS * 12 * 256 / gpt.max_passes * 0.9
     size, _, why = gpt.plan_model(65, int(n_train / 0.9), {}, 'float32', 1e9)
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and size['block_size'] == 128 and 'too small' in why
     # the longer window learns 50,000 characters by heart, and does better from 100,000 (TUNING.md)
@@ -67,7 +67,7 @@ def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monk
     assert size['n_layer'] == 2 and size['batch_size'] == gpt.SIZES[1][4]
     n_train = 5_000_000
     planned = gpt.plan_training(n_train, size, {}, 0.1, 1e9, 65)
-    assert planned['max_iters'] == math.ceil(gpt.max_passes * n_train / (5 * 24 * 128))
+    assert planned['max_iters'] == math.ceil(gpt.max_passes * n_train / (5 * 12 * 256))
     machine.timed.clear()
     given = dict(zip(NAMES, (2, 2, 32, 16, 10)), max_iters=10)
     size, step_time, why = gpt.plan_model(65, 10_000_000, given, 'float32', 1.0)
@@ -90,7 +90,7 @@ def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machin
 def test_the_steps_fill_the_time_left_after_evaluations(machine):
     n_train, step_time, seconds = 5_000_000, 0.1, 300.0  # a large text: about 2 passes, no dropout
     plan = gpt.plan_training(n_train, dict(zip(NAMES, gpt.SIZES[1])), {}, step_time, seconds, 65)
-    tokens = 24 * 128
+    tokens = 12 * 256
     evaluated = min(n_train // 9, gpt.eval_chars)  # an evaluation reads at most eval_chars
     every = round(10 * evaluated / tokens)
     eval_time = evaluated / tokens * step_time / 3  # a forward pass over a batch: about a third of a step
@@ -108,10 +108,10 @@ def test_dropout_and_weight_decay_follow_the_passes_and_the_model(machine, monke
     n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[2]))
     assert {k: settings[k] for k in NAMES} == size and machine.timed[-1] == gpt.SIZES[2]
     # 2.6M parameters, 4.6 a training character: 8 to 12.5 passes are below 64, no dropout
-    assert 8 <= settings['max_iters'] * 24 * 128 / n_train < 12.5 and settings['dropout'] == 0.0
+    assert 8 <= settings['max_iters'] * 12 * 256 / n_train < 12.5 and settings['dropout'] == 0.0
     assert settings['weight_decay'] == 0.3  # (0.1 a doubling from one pass, up to 0.3 at 8 passes)
     twenty = gpt.plan_training(450_000, size, {}, 0.1, 300.0, 65)  # about 20 passes: 116
-    assert 16 < twenty['max_iters'] * 24 * 128 / 450_000 < 25 and twenty['dropout'] == 0.1
+    assert 16 < twenty['max_iters'] * 12 * 256 / 450_000 < 25 and twenty['dropout'] == 0.1
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0, 65)['dropout'] == 0.3  # 40 passes and more
     # the same 14 passes over 225,000 characters: the 4 x 192 could learn them by heart, the 3 x 128
     # (1.1M parameters, 4.9 a character: 69) hardly
@@ -119,7 +119,7 @@ def test_dropout_and_weight_decay_follow_the_passes_and_the_model(machine, monke
     fourteen = [gpt.plan_training(225_000, s, dict(max_iters=1028), 0.1, 300.0, 62) for s in (size, small)]
     assert [plan['dropout'] for plan in fourteen] == [0.1, 0.0]
     large = gpt.plan_training(5_000_000, size, {}, 0.1, 300.0, 65)  # fewer than 8: about 1.8 passes
-    passes = large['max_iters'] * 24 * 128 / 5_000_000
+    passes = large['max_iters'] * 12 * 256 / 5_000_000
     assert large['dropout'] == 0.0 and large['weight_decay'] == round(0.1 * math.log2(passes), 2) > 0
     seen_once = gpt.plan_training(50_000_000, size, {}, 0.1, 300.0, 65)  # a fraction of a pass: none
     assert seen_once['weight_decay'] == 0.0
