@@ -32,7 +32,7 @@ max_passes = 50         # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
 eval_interval = 'auto'  # how many steps between evaluations?
 patience = 0.2          # how much of the run may bring no better val loss? (0: all)
-ema = 0.99              # how much of the weights' average does a step keep?
+ema = 0.998             # at most how much of the weights' average does a step keep?
 eval_chars = 250_000    # at most how many characters does an evaluation read?
 stop_after = 0          # stop after this many steps, and save? (0: never)
 warmup_iters = 100      # how many steps of linear learning-rate warm-up?
@@ -229,7 +229,7 @@ def optimizer_step(model, run, loss):  # backward, and every optimizer steps
 
 @torch.no_grad()
 def update_average(run, model):  # a smoother model
-    keep = min(ema, (1 + run.step) / (10 + run.step))  # (early on: about the last tenth)
+    keep = min(ema, (1 + run.step) / (10 + run.step))  # (about the last tenth of the steps)
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
