@@ -334,21 +334,21 @@ def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs)
     # a CPU: the lecture's form, a faster step than the fused kernel's in bfloat16 (1.4x) and with
     # dropout (1.15x), as fast otherwise (TUNING.md). Scores (B, nh, T, S), scaled as q (smaller);
     # -inf on the keys after each query's own, added (an addition's backward costs nothing)
-    future = torch.full((T, S), float('-inf'), dtype=q.dtype, device=q.device).triu(S - T + 1)
+    future = q.new_full((T, S), float('-inf')).triu(S - T + 1)
     scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1) + future
     return drop(scores.softmax(dim=-1), dropout_p) @ v
 
 def drop(x, p):  # zeroed with probability p, the rest scaled up
     if p == 0:
         return x
-    if x.is_cpu:  # 8-bit draws, p in 256ths: 2.8-4.7x F.dropout's speed
+    if x.is_cpu:  # 8-bit draws, p in 256ths: 3-5x F.dropout
         n = x.numel()
         draws = torch.randint(-2 ** 63, 2 ** 63 - 1, (n // 8 + 1,))
-        draws = draws.view(torch.int8)[:n].view(x.shape)  # (-128 to 127)
+        draws = draws.view(torch.int8)[:n].view(x.shape)
         kept = draws >= min(round(256 * p), 255) - 128
     else:
         kept = torch.rand(x.shape, device=x.device) >= p
-    return x * (kept.to(x.dtype) / (1 - p))  # (as large on average; one mask, in x's type)
+    return x * (kept.to(x.dtype) / (1 - p))  # (as large on average)
 
 def autocast(precision):  # the matmuls in this precision
     kind = device.split(':')[0]
