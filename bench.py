@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 import gpt  # noqa: E402
 gpt.dropout = 0.0  # the models built here only time steps and sampling (gpt.py leaves it to the text)
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
-for name, value in zip(SIZE_NAMES, gpt.SIZES[2]):  # the models built here: 4 x 192, what two cores with bf16 train
+for name, value in zip(SIZE_NAMES, gpt.SIZES[2]):  # the models built here: 4 x 192, as the figures were measured
     setattr(gpt, name, value)
 
 

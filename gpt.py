@@ -419,7 +419,8 @@ def to_device(t):  # a copy the host does not wait for
 SIZES = [  # smallest first
     (3, 4, 128, 128, 24),  # a small text (a longer window learns it by heart)
     (3, 4, 128, 256, 12),  # a laptop's CPU without bfloat16
-    (4, 4, 192, 256, 12),  # two CPU cores with bfloat16
+    (4, 4, 192, 256, 12),  # a faster laptop; bfloat16 on a smaller text
+    (5, 4, 256, 256, 12),  # two CPU cores with bfloat16
     (6, 8, 256, 256, 32),  # a fast CPU, a Mac
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
@@ -427,6 +428,7 @@ SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
 # what a resumed run keeps
 RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'weight_decay', 'eval_interval')
 MIN_STEPS = 1000  # with fewer steps, a smaller model wins
+MAX_PARAMS = 14  # with more parameters per training character, a smaller model wins
 
 def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
     # the model's size and the run's length follow the time given, the machine and the text;
@@ -464,17 +466,18 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
     if len(fixed) == len(SIZE_NAMES) and 'max_iters' in given:
         return fixed, None, 'as given'
     chosen, chosen_time, why = None, None, ''
-    room = max_passes * 0.9 * n_text  # the characters of max_passes
+    n_train = 0.9 * n_text
+    room = max_passes * n_train  # the characters of max_passes
     for size in [dict(zip(SIZE_NAMES, size)) | fixed for size in SIZES]:
         if room < MIN_STEPS * chars_a_step(size) and 'batch_size' not in fixed:
             size['batch_size'] = -(-size['batch_size'] // WORLD)  # a small text: a share each
         C, nh, T = size['n_embd'], size['n_head'], size['block_size']
         if size == chosen or C % nh or C // nh % 2 or n_text < 10 * (T + 1):
             continue  # (heads of even size; a window in each split)
-        # a text seen too many times is memorised, the more so by a larger model
-        if chosen and room < MIN_STEPS * chars_a_step(size):
-            why = (f'; the text is too small for {describe(size)}: fewer than '
-                   f'{MIN_STEPS} steps in {max_passes} passes')
+        # a larger model learns a text by heart sooner: one seen too many times, or small for it
+        if chosen and (room < MIN_STEPS * chars_a_step(size) or
+                       parameters(size, vocab_size) > MAX_PARAMS * n_train):
+            why = f'; the text is too small for {describe(size)}'
             break
         # far too slow by the arithmetic: not even worth timing
         guess = chosen_time * work(size) / work(chosen) if chosen else 0
@@ -503,9 +506,7 @@ def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
     # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
     passes = steps * tokens / n_train
-    with torch.device('meta'):  # counted, not made
-        params = sum(p.numel() for p in untrained(size, vocab_size).parameters())
-    by_heart = passes * params / n_train / 64
+    by_heart = passes * parameters(size, vocab_size) / n_train / 64
     decay = given.get('weight_decay', round(min(0.3, 0.1 * math.log2(max(1, passes))), 2))
     drop = given.get('dropout', round(min(0.3, 0.1 * math.log2(max(1, by_heart))), 1))
     return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
@@ -552,6 +553,10 @@ def config(settings, vocab_size):  # from settings, a size or a checkpoint's
 
 def untrained(size, vocab_size):  # as the plan weighs and times it
     return GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size))
+
+def parameters(size, vocab_size):  # counted, not made
+    with torch.device('meta'):
+        return sum(p.numel() for p in untrained(size, vocab_size).parameters())
 
 def time_step(size, vocab_size, precision):  # a step's seconds, here
     # (under torchrun in every process, as DDP's collectives need: the first process's figure)
