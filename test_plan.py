@@ -56,7 +56,8 @@ def test_a_small_text_gets_a_smaller_model_on_shorter_windows(machine):
     n_train = gpt.MIN_STEPS * 12 * 256 / gpt.max_passes * 0.9
     size, _, why = gpt.plan_model(65, int(n_train / 0.9), {}, 'float32', 1e9)
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and size['block_size'] == 128 and 'too small' in why
-    # the longer window learns 50,000 characters by heart, and does better from 100,000 (TUNING.md)
+    # the longer window learns 50,000 characters by heart, and does better from 100,000 (TUNING.md); there the
+    # 4 x 192 would have 27 parameters a training character, more than MAX_PARAMS
     size, _, why = gpt.plan_model(65, 100_000, {}, 'float32', 1e9)
     assert (size['n_embd'], size['block_size']) == (128, 256) and 'too small' in why
     # room for MIN_STEPS steps of the larger sizes, but more than MAX_PARAMS parameters a character for them
