@@ -31,12 +31,22 @@ def seconds_for(size, steps):  # what `steps` steps of SIZES[size] take on the m
 
 
 def test_the_largest_size_that_trains_enough_steps_in_time(machine):
-    seconds = seconds_for(3, gpt.MIN_STEPS) * 1.05  # the fourth size fits, the fifth does not
+    seconds = seconds_for(4, 1400)  # the fifth size fits the 1,382 steps it needs, the sixth does not
     size, step_time, why = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds)
-    assert tuple(size[k] for k in NAMES) == gpt.SIZES[3]
-    assert step_time == pytest.approx(seconds_for(3, 1))
-    assert machine.timed == gpt.SIZES[:4]  # the fifth, 3.2x slower by its arithmetic, was not worth timing
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[4]
+    assert step_time == pytest.approx(seconds_for(4, 1))
+    assert machine.timed == gpt.SIZES[:5]  # the sixth, 11x slower by its arithmetic, was not worth timing
     assert 'would take about' in why
+
+
+def test_a_larger_size_reads_enough_characters_for_the_weights_of_its_blocks(machine, monkeypatch):
+    # time for MIN_STEPS steps of the fifth size (6 x 256, 4.7M weights in its blocks), but not for the 1,382
+    # that read MIN_READ = 0.9 characters for each of them: the fourth (5 x 256, 3.9M) reads its 0.9 and is kept
+    size, _, why = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds_for(4, 1200))
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[3] and 'would take 1,382 steps' in why
+    monkeypatch.setattr(gpt, 'MIN_READ', 0)
+    size, _, _ = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds_for(4, 1200))
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[4]
 
 
 def test_a_size_timed_too_slow_is_passed_over(machine):
