@@ -421,7 +421,7 @@ SIZES = [  # smallest first
     (3, 4, 128, 256, 12),  # a laptop's CPU without bfloat16
     (4, 4, 192, 256, 12),  # a faster laptop; bfloat16 on a smaller text
     (5, 4, 256, 256, 12),  # two CPU cores with bfloat16
-    (6, 4, 256, 256, 12),  # the same in ten minutes; a fast CPU, a Mac
+    (6, 4, 256, 512, 6),  # the same in ten minutes; a fast CPU, a Mac
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
