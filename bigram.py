@@ -135,7 +135,7 @@ def read_text(path):  # the text to train on, checked
         print(f'downloaded Tiny Shakespeare, sha256 checked, to {path}')
     try:
         with open(path, 'rb') as f:
-            text = f.read().decode()
+            text = f.read().decode('utf-8-sig')  # (without Notepad's mark)
     except OSError as e:  # missing, a folder, no permission...
         raise ValueError(f'cannot read {path}: {e.strerror}; {HINT}')
     except UnicodeDecodeError as e:
@@ -152,9 +152,10 @@ def write_atomically(path, write):  # a crash leaves the old file whole
             write(f)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # (torch.save: a full disk)
+        raise ValueError(f'cannot write {path}: {e}')
+    finally:  # (Ctrl-C too)
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise ValueError(f'cannot write {path}: {e}')
 
 def load(path, device=None):
     """(model, chars): a checkpoint's table, on device (None: the device setting),

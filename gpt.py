@@ -443,9 +443,7 @@ def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
                  f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved[k]}')
         given = {k: saved[k] for k in RUN_NAMES} | given | {k: saved[k] for k in SHAPE_NAMES}
     precision, why_precision = pick_dtype()
-    chosen = given | dict(dtype=precision, log_file=log_file)
-    if log_file == 'auto':  # beside the checkpoint
-        chosen['log_file'] = os.path.splitext(checkpoint)[0] + '.csv'
+    chosen = given | dict(dtype=precision, log_file=log_path())
     if data is None:  # sampling only
         return chosen | dict(dropout=0.0), dict(precision=why_precision)
     deadline = started + 0.95 * time_budget
@@ -486,6 +484,8 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
             why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
             break
         step_time = time_step(size, vocab_size, precision)
+        if step_time == math.inf and not chosen:  # (the smallest size)
+            raise torch.OutOfMemoryError()
         weights = parameters(size, vocab_size, 'blocks')
         steps = max(MIN_STEPS, MIN_READ * weights / chars_a_step(size))
         if chosen and step_time * steps > seconds:
@@ -687,17 +687,23 @@ def apply_overrides(args):  # --name=value, value a Python literal
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")
-    problems += filter(None, map(path_problem, ('checkpoint', 'log_file', 'sample_file')))
+    written = ('sample_file',) if sample_only else ('checkpoint', 'log_file', 'sample_file')
+    problems += filter(None, map(path_problem, written))
     need(not problems, '; '.join(problems))
     return {arg.removeprefix('--').partition('=')[0] for arg in args}
 
+def log_path():  # 'auto': beside the checkpoint
+    return os.path.splitext(checkpoint)[0] + '.csv' if log_file == 'auto' else log_file
+
 def path_problem(name):  # what is wrong with where it goes
-    path = globals()[name]
-    if path in ('', 'auto') and name != 'checkpoint':  # (none, or beside the checkpoint)
+    files = dict(input_file=input_file, checkpoint=checkpoint, log_file=log_path(),
+                 sample_file=sample_file)
+    path = files[name]
+    if not path and name != 'checkpoint':  # (none)
         return ''
     folder = os.path.dirname(os.path.abspath(path))
-    same = [k for k in ('input_file', 'checkpoint') if k != name and
-            os.path.abspath(globals()[k]) == os.path.abspath(path)]
+    before = list(files)[:list(files).index(name)]  # (each pair once)
+    same = [k for k in before if files[k] and os.path.abspath(files[k]) == os.path.abspath(path)]
     return next((problem for bad, problem in [
         (not path, f"{name} is empty: it needs a file's path"),
         (os.path.isdir(path), f'{name} {path} is a folder, not a file'),
@@ -767,7 +773,8 @@ def settings_kept():  # main's choices end with it
 @contextlib.contextmanager
 def stop_signals():  # set by Ctrl-C or SIGTERM
     stop = threading.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()  # (an app's worker: the app's)
+    signals = (signal.SIGINT, signal.SIGTERM) if main else ()
     before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
         yield stop
@@ -785,10 +792,11 @@ def write_atomically(path, write):  # a crash leaves the old file whole
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # (torch.save: a full disk)
-        with contextlib.suppress(OSError):  # (a read-only folder: none)
-            os.remove(tmp)
         why = getattr(e, 'strerror', None) or first_line(e)
         raise Bad(f'cannot write {path}: {why}') from e
+    finally:  # (Ctrl-C too)
+        with contextlib.suppress(OSError):  # (renamed, or never made: none)
+            os.remove(tmp)
 
 def read_data(path, ckpt):  # the vocabulary, and the text as integers
     if path == SETTINGS['input_file'] and not os.path.exists(path):
@@ -800,7 +808,7 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
         print(f'downloaded Tiny Shakespeare (sha256 checked) to {path}')
     try:
         with open(path, 'rb') as f:
-            text = f.read().decode('utf-8')
+            text = f.read().decode('utf-8-sig')  # (without Notepad's mark)
     except OSError as e:  # missing, a directory, no permission...
         raise Bad(f'cannot read input file {path}: {e.strerror}; put a text file there '
                   'or pass --input_file=PATH') from e
@@ -857,7 +865,7 @@ def best_weights(ckpt):  # the one reported; stopped early: the best
     return weights, (f'sampling the best model of that run: step {step} of '
                      f'{ckpt["step"]}, val loss {val:.4f}')
 
-def load(path='gpt.pt', device=None):  # for one's own code
+def load(path=checkpoint, device=None):  # for one's own code
     """The model a checkpoint holds (its best, as --sample_only=True takes it), in float32 and
     eval mode on device (None: a GPU, else a Mac's, else the CPU). Raises FileNotFoundError or
     ValueError: never exits."""

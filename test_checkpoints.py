@@ -395,6 +395,20 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_size_out_of_memory_while_planning_is_one_line(text_file, tmp_path):
+    # a GPU says so with torch.OutOfMemoryError, which the plan takes as a size too large for the machine: where
+    # even the smallest is, that is the one line (faked here on the CPU, in the step the plan times)
+    oom = ('import runpy, sys, torch; sys.argv = sys.argv[1:]\n'
+           'def out_of_memory(*args, **kwargs):\n    raise torch.OutOfMemoryError("CUDA out of memory")\n'
+           'torch.nn.utils.get_total_norm = out_of_memory\n'
+           'runpy.run_path(sys.argv[0], run_name="__main__")')
+    out = subprocess.run([sys.executable, '-c', oom, str(ROOT / 'gpt.py'), '--device=cpu', f'--input_file={text_file}',
+                          f'--checkpoint={tmp_path / "m.pt"}', *TINY['gpt.py'][:5]],
+                         capture_output=True, text=True, timeout=120)
+    assert_clear_error(out, 'out of memory on cpu: try a smaller model or batch')
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_that_cannot_be_written_to_is_refused_before_training(tmp_path, monkeypatch, capsys):
     # a read-only disk: found out at the first save, the run's time so far would be lost (bigram.py's
     # seconds are not: it finds out where it writes, in one line all the same)
@@ -417,6 +431,38 @@ def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_fil
         assert_clear_error(out, f'{setting} {path} is also the {other}, which writing it would lose')
     assert snapshot(workdir) == before and text_file.read_bytes() == text
 
+
+
+def test_the_log_beside_the_checkpoint_writes_over_no_other_file(workdir, text_file):
+    # the log goes beside the checkpoint unless told (m.pt: m.csv), where a text or the sample may be
+    notes = workdir / 'notes.csv'
+    notes.write_bytes(text_file.read_bytes())
+    before = snapshot(workdir)
+    for args, fragment in [
+            ([f'--input_file={notes}', f'--checkpoint={workdir / "notes.pt"}'], 'notes.csv is also the input_file'),
+            ([f'--input_file={text_file}', f'--checkpoint={workdir / "m.csv"}'], 'm.csv is also the checkpoint'),
+            ([f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', f'--sample_file={workdir / "gpt.csv"}'],
+             'gpt.csv is also the log_file')]:
+        out = run('gpt.py', *args, *TINY['gpt.py'])
+        assert_clear_error(out, fragment, 'which writing it would lose')
+    assert snapshot(workdir) == before
+
+
+def test_sampling_reads_a_checkpoint_in_a_folder_that_cannot_be_written_to(workdir):
+    # a dataset mounted read-only (Kaggle's input, a shared drive): sampling writes nothing there
+    read_only = ('import os, runpy, sys; readable = os.access; sys.argv = sys.argv[1:]; '
+                 'os.access = lambda path, mode: mode != os.W_OK and readable(path, mode); '
+                 'runpy.run_path(sys.argv[0], run_name="__main__")')
+    before = snapshot(workdir)
+    for mode in ('--sample_only=True', '--resume=True'):
+        out = subprocess.run([sys.executable, '-c', read_only, str(ROOT / 'gpt.py'), '--device=cpu', mode,
+                              f'--checkpoint={workdir / "gpt.pt"}', '--num_chars=50'],
+                             capture_output=True, text=True, timeout=60)
+        if mode == '--sample_only=True':
+            assert out.returncode == 0 and len(out.stdout.split("sample_file=''\n")[1]) > 50, out.stderr
+        else:  # (training writes the checkpoint: refused before it starts)
+            assert_clear_error(out, 'is in a folder that cannot be written to')
+    assert snapshot(workdir) == before
 
 @pytest.mark.parametrize('script', SCRIPTS)
 @pytest.mark.parametrize('kind, mode, fragment', [
@@ -491,6 +537,21 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(script, tmp_path, mo
     assert path.read_bytes() == b'the last good checkpoint'
 
 
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_ctrl_c_while_writing_leaves_no_partial_file(script, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    module = __import__(script.removesuffix('.py'))
+    path = tmp_path / 'model.pt'
+    path.write_bytes(b'the last good checkpoint')
+    def interrupted(f):
+        f.write(b'half a checkpoint')
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        module.write_atomically(str(path), interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ['model.pt']
+    assert path.read_bytes() == b'the last good checkpoint'
+
+
 @pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py: a table at a sane rate cannot diverge)
 def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_file):
     before = snapshot(workdir)
@@ -513,6 +574,16 @@ def test_loading_a_checkpoint_in_your_own_code_as_readme_shows(script, workdir):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, cwd=workdir)
     assert out.returncode == 0 and out.stderr == '', out.stderr
     assert len(out.stdout.strip()) >= 100 and set(out.stdout.strip()) <= set(text_chars(workdir)), out.stdout
+
+
+def test_load_without_a_path_finds_the_checkpoint_main_writes(workdir, text_file):
+    # main writes gpt.pt beside gpt.py, wherever Python runs: load() reads it from there too
+    (workdir / 'gpt.py').write_bytes((ROOT / 'gpt.py').read_bytes())
+    elsewhere = workdir / 'elsewhere'
+    elsewhere.mkdir()
+    code = f'import sys; sys.path.insert(0, {str(workdir)!r}); import gpt; print(len(gpt.load()[1]))'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60, cwd=elsewhere)
+    assert out.returncode == 0 and out.stdout.strip() == str(len(text_chars(workdir))), out.stderr
 
 
 def text_chars(workdir):  # the vocabulary of the trained checkpoints (test_smoke's text_file)

@@ -70,3 +70,15 @@ def test_main_called_from_a_notebook(script, text_file, tmp_path):
     assert ' seed=7 ' in other and ' seed=1337 ' in again  # the call's settings ended with it
     assert (tmp_path / 'other.pt').is_file()
     assert budget in ([], ['budget from the call: True\n']), budget
+
+
+def test_main_called_from_another_thread(text_file, tmp_path):
+    # an app's worker thread (Gradio, Streamlit), where Python lets only the main thread set signal handlers:
+    # Ctrl-C is the app's there, and the run trains all the same
+    import subprocess, sys
+    args = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--device=cpu', *TINY['gpt.py']]
+    code = (f'import sys, threading; sys.path.insert(0, {str(ROOT)!r}); import gpt; '
+            f'worker = threading.Thread(target=gpt.main, args=({args!r},)); worker.start(); worker.join()')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == '', out.stderr
+    final_losses(out.stdout)

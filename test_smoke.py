@@ -263,6 +263,17 @@ def lone_script(folder, url, script):  # a copy of the script that fetches from 
 
 @pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_a_byte_order_mark_is_not_a_character_of_the_text(script, text_file, tmp_path, monkeypatch):
+    # Windows' Notepad starts a UTF-8 file with one (U+FEFF): the text begins after it
+    sys.path.insert(0, str(ROOT))
+    module = __import__(script.removesuffix('.py'))
+    path = tmp_path / 'notepad.txt'
+    path.write_text(text_file.read_text(encoding='utf-8'), encoding='utf-8-sig')
+    read = module.read_text(str(path)) if script == 'bigram.py' else module.read_data(str(path), None)[0]
+    assert '\ufeff' not in read and set(read) == set(text_file.read_text(encoding='utf-8'))
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_download_writes_the_checked_file(script, tmp_path):
     url, stop = serve(SHARED_TEXT.read_bytes())
     try:
