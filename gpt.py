@@ -217,9 +217,7 @@ def optimizer_step(model, run, loss):  # backward, and every optimizer steps
     run.scaler.scale(loss).backward()  # (float16: scaled up, then down to clip)
     for opt in run.optimizers:
         run.scaler.unscale_(opt)
-    total = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    if grad_clip:
-        nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, total)
+    total = nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     overflowed = run.scaler.is_enabled() and not total.isfinite()  # (float16: all skip)
     for opt in run.optimizers:
         if not overflowed:
