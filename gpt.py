@@ -72,8 +72,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, cache, p):
         B, T, C = x.shape
-        hs = C // self.n_head
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         v = qkv[2]
         # QK-norm: each head's queries and keys are normed, so that no update blows up the scores;
         # then turned by position, and back to the values' precision (autocast norms in float32)
