@@ -566,8 +566,7 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     run, amp = Run('', make_optimizers(model, precision, 0.0), scaler), autocast(precision)
     B, T = size['batch_size'], size['block_size']
-    xy = torch.randint(vocab_size, (B, T + 1), device=device)
-    x, y = xy[:, :-1], xy[:, 1:]
+    x, y = torch.randint(vocab_size, (2, B, T), device=device)
     times = []
     try:  # the first warms up; then 2 s (torchrun: 8 steps)
         while len(times) < 4 + 4 * DDP or not DDP and sum(times[1:]) < 2 and len(times) < 20:
