@@ -664,9 +664,8 @@ def apply_overrides(args):  # --name=value, value a Python literal
              f'unknown setting {arg!r}; {valid}')
         default = SETTINGS[name]
         kind = CHOSEN.get(name, type(default))
-        try:
-            auto = text == default == 'auto'
-            value = text if kind is str or auto else ast.literal_eval(text)
+        try:  # ('auto' reads as text)
+            value = text if kind is str else ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
         value = float(value) if kind is float and type(value) is int else value
