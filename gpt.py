@@ -755,7 +755,10 @@ def check_in(model, run, loss, stopped):  # also when a lone process stops
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
     if stopping:
-        interrupt(model, run)
+        save_checkpoint(model, run)
+        say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+        end_processes()
+        leave(130)
 
 @contextlib.contextmanager
 def settings_kept():  # main's choices end with it
@@ -974,12 +977,6 @@ def shared(number, add=False):  # under torchrun: the first process's, or the su
         dist.all_reduce(value) if add else dist.broadcast(value, src=0)
         number = type(number)(value.item())
     return number
-
-def interrupt(model, run):  # Ctrl-C or SIGTERM: save, and all end
-    save_checkpoint(model, run)
-    say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
-    end_processes()
-    leave(130)
 
 def end_processes():  # all part together
     if DDP:
