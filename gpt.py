@@ -397,7 +397,7 @@ class Muon(torch.optim.Optimizer):
             for p, buf in zip(ps, bufs):
                 buf.lerp_(p.grad, 1 - m)
             x = torch.stack([p.grad.lerp(buf, m) for p, buf in zip(ps, bufs)])  # (Nesterov's)
-            x = x.to(self.precision).mT if rows > cols else x.to(self.precision)  # (n, wide)
+            x = (x.mT if rows > cols else x).to(self.precision)  # (n, wide)
             x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=1e-7)
             for _ in range(3):
                 gram = x @ x.mT
