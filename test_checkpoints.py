@@ -397,10 +397,10 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
 
 def test_a_size_out_of_memory_while_planning_is_one_line(text_file, tmp_path):
     # a GPU says so with torch.OutOfMemoryError, which the plan takes as a size too large for the machine: where
-    # even the smallest is, that is the one line (faked here on the CPU, in the step the plan times)
+    # even the smallest is, that is the one line (faked here on the CPU, in the backward of the step timed)
     oom = ('import runpy, sys, torch; sys.argv = sys.argv[1:]\n'
            'def out_of_memory(*args, **kwargs):\n    raise torch.OutOfMemoryError("CUDA out of memory")\n'
-           'torch.nn.utils.get_total_norm = out_of_memory\n'
+           'torch.autograd.backward = out_of_memory\n'
            'runpy.run_path(sys.argv[0], run_name="__main__")')
     out = subprocess.run([sys.executable, '-c', oom, str(ROOT / 'gpt.py'), '--device=cpu', f'--input_file={text_file}',
                           f'--checkpoint={tmp_path / "m.pt"}', *TINY['gpt.py'][:5]],
