@@ -398,7 +398,8 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
 def test_a_size_out_of_memory_while_planning_is_one_line(text_file, tmp_path):
     # a GPU says so with torch.OutOfMemoryError, which the plan takes as a size too large for the machine: where
     # even the smallest is, that is the one line (faked here on the CPU, in the backward of the step timed)
-    oom = ('import runpy, sys, torch; sys.argv = sys.argv[1:]\n'
+    oom = ('import runpy, sys, warnings; warnings.filterwarnings("ignore", message="Failed to initialize NumPy")\n'
+           'import torch; sys.argv = sys.argv[1:]\n'
            'def out_of_memory(*args, **kwargs):\n    raise torch.OutOfMemoryError("CUDA out of memory")\n'
            'torch.autograd.backward = out_of_memory\n'
            'runpy.run_path(sys.argv[0], run_name="__main__")')
