@@ -501,7 +501,7 @@ def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
-        steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
+        steps = min(steps, max(1, steps_that_fit(n_train, tokens, step_time, seconds, every)))
     # more of each as the model could learn the text by heart, up to 0.3: weight decay 0.1 a
     # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
     # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
@@ -515,7 +515,7 @@ def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seco
     # an evaluation reads forward only, about a third of a step a batch, each process its share;
     # the end evaluates three times (val twice, and train)
     eval_time = min(n_train // 9, eval_chars) / tokens * step_time / 3
-    return max(1, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
+    return max(0, int((seconds - 3 * eval_time) / (step_time + eval_time / every)))
 
 def refit(run, step_time, steps):  # the steps that fit, as the run goes
     # the plan timed a plain step in the machine's first seconds; training runs with dropout,
@@ -527,7 +527,7 @@ def refit(run, step_time, steps):  # the steps that fit, as the run goes
     tokens, seconds = chars_a_step(), fit['deadline'] - time.time()
     left = steps_that_fit(fit['n_train'], tokens, mean, seconds, eval_interval)
     cap = math.ceil(max_passes * fit['n_train'] / tokens)  # as the plan's
-    total = shared(max(run.step + 1, min(run.step + left, cap)))
+    total = shared(max(run.step, min(run.step + left, cap)))  # (no time left: ends now)
     if fit['refitted'] and abs(total - run.steps) <= 0.02 * run.steps:
         return
     fit['refitted'] = True
@@ -754,7 +754,7 @@ def check_in(model, run, loss, stopped):  # also when a lone process stops
         if run.refit and since > 0 and run.step >= min(warmup_iters, max_iters // 2):
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
-    if stopping:
+    if stopping and run.step % eval_interval:  # (an evaluation's step: after it)
         save_checkpoint(model, run)
         say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
         end_processes()

@@ -328,6 +328,22 @@ def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):
     assert torch.load(ckpt, weights_only=True)['step'] == step >= 3
 
 
+
+def test_ctrl_c_at_an_evaluations_step_evaluates_before_it_saves(tmp_path, monkeypatch):
+    # a resumed run goes on from the step after the one saved: an evaluation due at that step must be in the
+    # checkpoint, or the resumed run would lack it (its best, its patience) where a run never stopped has it
+    import gpt
+    average = gpt.update_average
+    def ctrl_c_at_step_4(run, model):
+        average(run, model)
+        if run.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(gpt, 'update_average', ctrl_c_at_step_4)
+    with pytest.raises(SystemExit, match='130'):
+        train_in_process(monkeypatch, tmp_path, max_iters=12, eval_interval=4)
+    ckpt = torch.load(tmp_path / 'gpt.pt', weights_only=True)
+    assert ckpt['best'][1] == 4 and ckpt['step'] == 5
+
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize('script', SCRIPTS)
 @pytest.mark.parametrize('make, fragments', [

@@ -174,3 +174,16 @@ def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     run.step, refit['deadline'] = 150, refit['deadline'] - 50 * 0.2  # 50 steps later (10 s less left), on time:
     gpt.refit(run, 0.2, 50)
     assert run.steps == steps  # left as it is
+
+
+def test_a_run_out_of_time_or_passes_is_never_refitted_longer(monkeypatch):
+    # at its last step with no time left, or with max_passes' steps trained, a run ends where it is
+    for name, value in dict(batch_size=24, block_size=128, eval_interval=363).items():
+        monkeypatch.setattr(gpt, name, value)
+    refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() - 1, seconds=0.0, steps=0, refitted=True)
+    run = gpt.Run('', [], None, steps=19, step=19, refit=refit)
+    gpt.refit(run, 0.2, 19)
+    assert run.steps == 19
+    refit.update(n_train=1000, deadline=time.time() + 1000)  # time enough, but 50 passes are 17 steps
+    gpt.refit(run, 0.2, 19)
+    assert run.steps == 19
