@@ -344,6 +344,20 @@ def test_ctrl_c_at_an_evaluations_step_evaluates_before_it_saves(tmp_path, monke
     ckpt = torch.load(tmp_path / 'gpt.pt', weights_only=True)
     assert ckpt['best'][1] == 4 and ckpt['step'] == 5
 
+
+def test_ctrl_c_in_the_end_s_evaluations_and_save_waits_for_them(tmp_path, text_file):
+    # the end's evaluations and save take seconds: Ctrl-C there must not lose the run (here during the save)
+    code = ('import os, runpy, signal, sys; sys.argv = sys.argv[1:]; sync = os.fsync\n'
+            'def interrupted(fd):\n    sync(fd)\n    os.kill(os.getpid(), signal.SIGINT)\n'
+            'os.fsync = interrupted\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")')
+    ckpt = tmp_path / 'gpt.pt'
+    out = subprocess.run([sys.executable, '-c', code, str(ROOT / 'gpt.py'), '--device=cpu', f'--input_file={text_file}',
+                          f'--checkpoint={ckpt}', '--log_file=', '--num_chars=0', *TINY['gpt.py'], '--eval_interval=1000'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and 'final:' in out.stdout, out.stderr
+    assert torch.load(ckpt, weights_only=True)['step'] == 60
+
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize('script', SCRIPTS)
 @pytest.mark.parametrize('make, fragments', [
