@@ -478,7 +478,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
             break
         # far too slow by the arithmetic: not even worth timing
         guess = chosen_time * work(size) / work(chosen) if chosen else 0
-        if guess * MIN_STEPS > 3 * seconds:
+        if chosen and guess * MIN_STEPS > 3 * seconds:
             why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
             break
         step_time = time_step(size, vocab_size, precision)
@@ -490,8 +490,6 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
             why = f'; {describe(size)} would take {steps:,.0f} steps of {step_time * 1000:,.0f} ms'
             break
         chosen, chosen_time = size, step_time
-    need(chosen or seconds > 0, f'the time budget ({time_budget:g} s) is spent before '
-         'training could start; give more with --time_budget=')
     need(chosen, f'no model of the sizes gpt.py knows fits what was given ({fixed}), '
          f'or the text, or {WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
@@ -502,7 +500,9 @@ def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
-        steps = min(steps, max(1, steps_that_fit(n_train, tokens, step_time, seconds, every)))
+        steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
+        need(steps, f'the time budget ({time_budget:g} s) is spent before training could start '
+             '(and end); give more with --time_budget=')
     # more of each as the model could learn the text by heart, up to 0.3: weight decay 0.1 a
     # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
     # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
