@@ -693,7 +693,10 @@ def plot(paths):  # each log (gpt.py's CSV) drawn as a PNG beside it
     except ImportError:
         print('error: drawing a log needs matplotlib, which gpt.py does not: pip install matplotlib', file=sys.stderr)
         sys.exit(2)
-    references = [a.split('=', 1)[1].split(':', 1) for a in args if a.startswith('--reference=')]
+    references = [a.split('=', 1)[1].partition(':')[::2] for a in args if a.startswith('--reference=')]
+    if not paths or not all(re.fullmatch(r'\d+(\.\d*)?', value) for value, _ in references):
+        print('error: python bench.py plot LOG.csv [--reference=LOSS:NAME]', file=sys.stderr)
+        sys.exit(2)
     for path in map(Path, paths):
         try:
             with open(path, newline='', encoding='utf-8') as f:
@@ -723,10 +726,14 @@ def plot(paths):  # each log (gpt.py's CSV) drawn as a PNG beside it
         print(f'drew {out}')
 
 
+PARTS = {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
+         'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,
+         'budget': part_budget, 'large': part_large, 'markov': part_markov, 'gpu': part_gpu}
 if parts[:1] == ['plot']:
     plot(parts[1:])
     parts = []
+if set(parts) - set(PARTS):
+    print(f'error: no part {sorted(set(parts) - set(PARTS))[0]!r}; the parts: plot, {", ".join(PARTS)}', file=sys.stderr)
+    sys.exit(2)
 for part in parts:
-    {'train': part_train, 'throughput': part_throughput, 'sampling': part_sampling, 'precision': part_precision,
-     'precision_here': part_precision_here, 'step': part_step, 'step_here': part_step_here, 'panel': part_panel,
-     'budget': part_budget, 'large': part_large, 'markov': part_markov, 'gpu': part_gpu}[part]()
+    PARTS[part]()

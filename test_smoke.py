@@ -541,6 +541,16 @@ def test_bench_draws_a_log(tmp_path):
     assert png.startswith(b'\x89PNG') and len(png) > 10_000
 
 
+@pytest.mark.parametrize('args', [['plot', 'run.csv', '--reference=abc:x'], ['plot', 'run.csv', '--reference=1.2.3'],
+                                  ['plot'], ['plotx']])
+def test_bench_says_bad_input_in_one_line(args, tmp_path):
+    (tmp_path / 'run.csv').write_text(LOG)
+    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), *args], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith('error: ') and not (tmp_path / 'run.png').exists()
+
+
 def test_bench_without_matplotlib_says_how_to_get_it(tmp_path):
     (tmp_path / 'run.csv').write_text(LOG)
     hidden = ('import runpy, sys; sys.modules["matplotlib"] = None; sys.argv = sys.argv[1:]; '
