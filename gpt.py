@@ -772,8 +772,8 @@ def settings_kept():  # main's choices end with it
 @contextlib.contextmanager
 def stop_signals():  # set by Ctrl-C or SIGTERM
     stop = threading.Event()
-    main = threading.current_thread() is threading.main_thread()  # (an app's worker: the app's)
-    signals = (signal.SIGINT, signal.SIGTERM) if main else ()
+    main_thread = threading.current_thread() is threading.main_thread()  # (else an app's)
+    signals = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
     before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
         yield stop
