@@ -256,12 +256,15 @@ def train(model, run, train_data, val_data, amp):
             run.step += 1
             update_average(run, model)
             # the rest is diagnostics, in every process: progress lines, stopping, evaluations
+            stopping = False  # (Ctrl-C or SIGTERM, as every process agrees at a check-in)
             if run.step % log_interval == 0 or run.step == run.end or (stop.is_set() and not DDP):
-                check_in(model, run, loss, stop.is_set())  # (and refit)
+                stopping = check_in(run, loss, stop.is_set())  # (and refit)
             if run.step % eval_interval == 0 and run.step < run.steps:
                 evaluate(run, val_data, amp)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
                 run.ticked = time.time(), run.step  # (evaluating is not training)
+            if stopping:  # saved (after an evaluation due here), and every process ends
+                interrupt(model, run)
     if run.step < run.steps:  # --stop_after: saved, to go on from
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
@@ -738,7 +741,7 @@ def announce(model, chars, why, data):  # the start lines
             f'{eval_interval} steps')
     say('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-def check_in(model, run, loss, stopped):  # also when a lone process stops
+def check_in(run, loss, stopped):  # also when a lone process stops; True: all stop
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
     # process checks in at the same steps (a collective), and Ctrl-C ends all at the next one
     loss, stopping = agree(loss, stopped).tolist()
@@ -755,11 +758,7 @@ def check_in(model, run, loss, stopped):  # also when a lone process stops
         if run.refit and since > 0 and run.step >= min(warmup_iters, max_iters // 2):
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
-    if stopping and run.step % eval_interval:  # (an evaluation's step: after it)
-        save_checkpoint(model, run)
-        say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
-        end_processes()
-        leave(130)
+    return stopping > 0
 
 @contextlib.contextmanager
 def settings_kept():  # main's choices end with it
@@ -978,6 +977,12 @@ def shared(number, add=False):  # under torchrun: the first process's, or the su
         dist.all_reduce(value) if add else dist.broadcast(value, src=0)
         number = type(number)(value.item())
     return number
+
+def interrupt(model, run):  # Ctrl-C or SIGTERM: save, and all end
+    save_checkpoint(model, run)
+    say(f'interrupted at step {run.step}: checkpoint saved to {checkpoint}')
+    end_processes()
+    leave(130)
 
 def end_processes():  # all part together
     if DDP:

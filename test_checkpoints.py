@@ -329,20 +329,23 @@ def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):
 
 
 
-def test_ctrl_c_at_an_evaluations_step_evaluates_before_it_saves(tmp_path, monkeypatch):
+@pytest.mark.parametrize('eval_interval', [4, 1])
+def test_ctrl_c_at_an_evaluations_step_evaluates_before_it_saves(eval_interval, tmp_path, monkeypatch):
     # a resumed run goes on from the step after the one saved: an evaluation due at that step must be in the
-    # checkpoint, or the resumed run would lack it (its best, its patience) where a run never stopped has it
+    # checkpoint, or the resumed run would lack it (its best, its patience) where a run never stopped has it;
+    # and the run still stops there, evaluations at every step or not
     import gpt
     average = gpt.update_average
     def ctrl_c_at_step_4(run, model):
         average(run, model)
         if run.step == 4:
             os.kill(os.getpid(), signal.SIGINT)
+    evaluated, evaluate = [], gpt.evaluate
     monkeypatch.setattr(gpt, 'update_average', ctrl_c_at_step_4)
+    monkeypatch.setattr(gpt, 'evaluate', lambda run, *args: evaluated.append(run.step) or evaluate(run, *args))
     with pytest.raises(SystemExit, match='130'):
-        train_in_process(monkeypatch, tmp_path, max_iters=12, eval_interval=4)
-    ckpt = torch.load(tmp_path / 'gpt.pt', weights_only=True)
-    assert ckpt['best'][1] == 4 and ckpt['step'] == 5
+        train_in_process(monkeypatch, tmp_path, max_iters=12, eval_interval=eval_interval)
+    assert evaluated[-1] == 4 == torch.load(tmp_path / 'gpt.pt', weights_only=True)['step']
 
 
 def test_ctrl_c_in_the_end_s_evaluations_and_save_waits_for_them(tmp_path, text_file):
