@@ -555,34 +555,22 @@ def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(workdir, text
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
-def test_a_full_disk_is_one_line_and_leaves_no_partial_file(script, tmp_path, monkeypatch):
-    # torch.save says a full disk with a RuntimeError ("unexpected pos"), not an OSError
+@pytest.mark.parametrize('stop, raised, message', [
+    # torch.save says a full disk with a RuntimeError ("unexpected pos"), not an OSError: one line, exit 2
+    (RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0'), ValueError,
+     'cannot write .*model.pt: .*unexpected pos'),
+    (KeyboardInterrupt(), KeyboardInterrupt, None)], ids=['full-disk', 'ctrl-c'])
+def test_a_write_stopped_halfway_leaves_no_partial_file(script, stop, raised, message, tmp_path):
     sys.path.insert(0, str(ROOT))
     module = __import__(script.removesuffix('.py'))
     path = tmp_path / 'model.pt'
     path.write_bytes(b'the last good checkpoint')
-    def fill_the_disk(f):
+    def halfway(f):
         f.write(b'half a checkpoint')
-        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0')
-    # (it raises, and main says the one line and exits 2)
-    with pytest.raises(ValueError, match='cannot write .*model.pt: .*unexpected pos'):
-        module.write_atomically(str(path), fill_the_disk)
+        raise stop
+    with pytest.raises(raised, match=message):
+        module.write_atomically(str(path), halfway)
     assert [p.name for p in tmp_path.iterdir()] == ['model.pt']  # (no half-written tmp file)
-    assert path.read_bytes() == b'the last good checkpoint'
-
-
-@pytest.mark.parametrize('script', SCRIPTS)
-def test_ctrl_c_while_writing_leaves_no_partial_file(script, tmp_path):
-    sys.path.insert(0, str(ROOT))
-    module = __import__(script.removesuffix('.py'))
-    path = tmp_path / 'model.pt'
-    path.write_bytes(b'the last good checkpoint')
-    def interrupted(f):
-        f.write(b'half a checkpoint')
-        raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        module.write_atomically(str(path), interrupted)
-    assert [p.name for p in tmp_path.iterdir()] == ['model.pt']
     assert path.read_bytes() == b'the last good checkpoint'
 
 
