@@ -499,8 +499,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
 
 def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     tokens = chars_a_step(size)
-    evaluated = min(n_train // 9, eval_chars)  # characters an evaluation reads
-    every = given.get('eval_interval') or max(1, round(10 * evaluated / tokens))
+    every = given.get('eval_interval') or evaluation_interval(n_train, tokens)
     steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
     if 'max_iters' not in given:
         steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
@@ -514,6 +513,9 @@ def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     decay = given.get('weight_decay', round(min(0.3, 0.1 * math.log2(max(1, passes))), 2))
     drop = given.get('dropout', round(min(0.3, 0.1 * math.log2(max(1, by_heart))), 1))
     return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
+
+def evaluation_interval(n_train, tokens):  # ten times what an evaluation reads is trained between
+    return max(1, round(10 * min(n_train // 9, eval_chars) / tokens))
 
 def steps_that_fit(n_train, tokens, step_time, seconds, every):  # in these seconds
     # an evaluation reads forward only, about a third of a step a batch, each process its share;
