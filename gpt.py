@@ -466,7 +466,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
     if len(fixed) == len(SIZE_NAMES) and 'max_iters' in given:
         return fixed, None, 'as given'
     chosen, chosen_time, why = None, None, ''
-    n_train = 0.9 * n_text
+    n_train = int(0.9 * n_text)
     room = max_passes * n_train  # the characters of max_passes
     for size in [dict(zip(SIZE_NAMES, size)) | fixed for size in SIZES]:
         if room < MIN_STEPS * chars_a_step(size) and 'batch_size' not in fixed:
@@ -487,9 +487,10 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
         step_time = time_step(size, vocab_size, precision)
         if step_time == math.inf and not chosen:  # (the smallest size)
             raise torch.OutOfMemoryError()
-        weights = parameters(size, vocab_size, 'blocks')
-        steps = max(MIN_STEPS, MIN_READ * weights / chars_a_step(size))
-        if chosen and step_time * steps > seconds:
+        tokens = chars_a_step(size)  # (and the evaluations in the time)
+        steps = max(MIN_STEPS, MIN_READ * parameters(size, vocab_size, 'blocks') / tokens)
+        every = given.get('eval_interval') or evaluation_interval(n_train, tokens)
+        if chosen and steps_that_fit(n_train, tokens, step_time, seconds, every) < steps:
             why = f'; {describe(size)} would take {steps:,.0f} steps of {step_time * 1000:,.0f} ms'
             break
         chosen, chosen_time = size, step_time
