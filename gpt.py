@@ -295,12 +295,12 @@ def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the pro
 
 def main(args=None):  # args as on the command line; None: sys.argv
     with settings_kept(), errors_in_one_line():  # (a notebook may call again)
-        named, started = start(args)  # settings, output, device, processes
+        started = start(args)  # settings, output, device, processes
         ckpt = read_checkpoint(checkpoint) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
         unknown = ''.join(sorted(set(prompt) - set(chars)))
         need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
-        choices, why = plan(len(chars), data, ckpt, named, started)
+        choices, why = plan(len(chars), data, ckpt, started)
         globals().update(choices)  # every 'auto' setting chosen: read-only now
         amp = autocast(dtype)
         torch.manual_seed(seed)
@@ -432,7 +432,7 @@ MIN_STEPS = 1000  # with fewer steps, a smaller model wins
 MIN_READ = 0.9  # with fewer characters read per weight of its blocks, a smaller model wins
 MAX_PARAMS = 14  # with more parameters per training character, a smaller model wins
 
-def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
+def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
     # the model's size and the run's length follow the time given, the machine and the text;
     # a resumed run goes on as it was planned (its checkpoint holds the plan)
     given = {k: globals()[k] for k in SIZE_NAMES + RUN_NAMES if globals()[k] != 'auto'}
@@ -440,7 +440,7 @@ def plan(vocab_size, data, ckpt, named, started):  # every auto setting, and why
         saved = ckpt['settings']
         for k in SHAPE_NAMES:  # the model's shape is the checkpoint's
             now = globals()[k]
-            need(now == saved[k] or (now == 'auto' if k in SIZE_NAMES else k not in named),
+            need(now in (saved[k], SETTINGS[k]),  # (or left as it is)
                  f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved[k]}')
         given = {k: saved[k] for k in RUN_NAMES} | given | {k: saved[k] for k in SHAPE_NAMES}
     precision, why_precision = pick_dtype()
@@ -619,9 +619,9 @@ def start(args):  # settings, budget, output, device
             stream.reconfigure(line_buffering=True, errors='backslashreplace')
     need(torch.__version__ >= (2, 9), f'gpt.py needs torch 2.9 or later, and this is '
          f'torch {torch.__version__}: pip install --upgrade "torch>=2.9"')
-    named = apply_overrides(args)
+    apply_overrides(args)
     start_processes()  # (and checks the device)
-    return named, started
+    return started
 
 def say(*lines):  # print from the first process (if anything)
     if RANK == 0 and any(lines):
@@ -692,7 +692,6 @@ def apply_overrides(args):  # --name=value, value a Python literal
     written = ('sample_file',) if sample_only else ('checkpoint', 'log_file', 'sample_file')
     problems += filter(None, map(path_problem, written))
     need(not problems, '; '.join(problems))
-    return {arg.removeprefix('--').partition('=')[0] for arg in args}
 
 def log_path():  # 'auto': beside the checkpoint
     return os.path.splitext(checkpoint)[0] + '.csv' if log_file == 'auto' else log_file
@@ -746,8 +745,8 @@ def announce(model, chars, why, data):  # the start lines
 
 def check_in(run, loss, stopped):  # also when a lone process stops; True: all stop
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
-    # process checks in at the same steps (a collective), and Ctrl-C ends all at the next one
-    loss, stopping = agree(loss, stopped).tolist()
+    # process checks in at the same steps (collectives), and Ctrl-C ends all at the next one
+    loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stopped, add=True)
     need(math.isfinite(loss), f'the loss became {loss} at step {run.step}; stopped, '
          'the last checkpoint is untouched')
     if run.step % log_interval == 0 or run.step == run.end:  # a progress line
@@ -761,7 +760,7 @@ def check_in(run, loss, stopped):  # also when a lone process stops; True: all s
         if run.refit and since > 0 and run.step >= min(warmup_iters, max_iters // 2):
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
-    return stopping > 0
+    return stopping
 
 @contextlib.contextmanager
 def settings_kept():  # main's choices end with it
@@ -819,16 +818,15 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     needed = 10 * ((SIZES[0][3] if window == 'auto' else window) + 1)  # a window in each split
     need(len(text) >= needed,
          f'{path} has {len(text)} characters, fewer than the {needed} needed')
-    # every distinct character in order (as the lecture's sorted(set(text))), as code points
-    points = torch.frombuffer(bytearray(text.encode('utf-32-le')), dtype=torch.int32)
-    slices = points.split(2 ** 22)  # (4M at a time: little memory)
-    chars = ''.join(map(chr, torch.cat([p.unique() for p in slices]).unique().tolist()))
+    chars = ''.join(sorted(set(text)))  # every distinct character, in order
     if ckpt:  # its vocabulary, holding every character
         unknown = ''.join(sorted(set(chars) - set(ckpt['vocab'])))
         need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
         chars = ckpt['vocab']
     # each character its place (the lecture's stoi), in 1 byte where there are 256 or fewer
-    vocab = torch.tensor([ord(c) for c in chars], dtype=torch.int32)
+    vocab = torch.tensor([ord(c) for c in chars], dtype=torch.int32)  # (as code points)
+    points = torch.frombuffer(bytearray(text.encode('utf-32-le')), dtype=torch.int32)
+    slices = points.split(2 ** 22)  # (4M at a time: little memory)
     small = torch.uint8 if len(chars) <= 256 else torch.int32
     return chars, torch.cat([torch.searchsorted(vocab, p).to(small) for p in slices])
 
@@ -966,13 +964,6 @@ def start_processes():
     else:
         dist.init_process_group('gloo')
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
-
-def agree(loss, stop):  # the mean loss, and > 0 if any asked to stop
-    stop = torch.tensor(float(stop), device=loss.device)  # (NCCL reduces GPU tensors only)
-    status = torch.stack((loss.detach().float(), stop))
-    if DDP:
-        dist.all_reduce(status)
-    return status / WORLD
 
 def shared(number, add=False):  # under torchrun: the first process's, or the sum
     if DDP:  # (broadcast_object_list needs numpy)

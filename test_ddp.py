@@ -113,18 +113,24 @@ def test_dropout_masks_differ_by_process_and_step(monkeypatch):
     assert torch.equal(masks(1, 5), masks(1, 5))      # the same again: what a resume relies on
 
 
-def test_collectives_carry_tensors_on_the_models_device(monkeypatch):
-    # NCCL reduces only GPU tensors: the loss and the stop flag must be reduced where the loss lives. 'meta' stands
-    # in for a GPU here; a tensor made on the CPU would show up as 'cpu'.
+def test_collectives_carry_tensors_on_the_training_device(monkeypatch):
+    # NCCL reduces only GPU tensors: every number the processes share (the loss, the stop flag, the plan's
+    # figures) is reduced on the device trained on. 'meta' stands in for a GPU; a CPU tensor would show 'cpu'.
     import gpt
-    reduced = []
+    class Reduced(Exception):
+        pass
+    def reduce(tensor, src=0):
+        raise Reduced(tensor.device.type)
     monkeypatch.setattr(gpt, 'DDP', True)
-    monkeypatch.setattr(gpt, 'WORLD', 2)
-    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor))
-    status = gpt.agree(torch.tensor(2.5, device='meta'), stop=True)
-    assert [t.device.type for t in reduced] == ['meta'] and status.device.type == 'meta'
-    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.mul_(2))  # as if the other process agreed
-    assert gpt.agree(torch.tensor(2.5), stop=True).tolist() == [2.5, 1.0]
+    monkeypatch.setattr(gpt, 'device', 'meta')
+    monkeypatch.setattr(gpt.dist, 'all_reduce', reduce)
+    monkeypatch.setattr(gpt.dist, 'broadcast', reduce)
+    for add in (True, False):
+        with pytest.raises(Reduced, match='^meta$'):
+            gpt.shared(2.5, add=add)
+    monkeypatch.setattr(gpt, 'device', 'cpu')
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.mul_(2))  # as if the other agreed
+    assert gpt.shared(2.5, add=True) == 5.0 and gpt.shared(True, add=True) is True
 
 
 def test_the_processes_agree_at_progress_lines_only(tmp_path, monkeypatch):
@@ -135,10 +141,10 @@ def test_the_processes_agree_at_progress_lines_only(tmp_path, monkeypatch):
     reduced = []
     monkeypatch.setattr(gpt, 'DDP', True)  # one process stands in for several: without DDP's wrapper
     monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: net)
-    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor.tolist()))
+    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor.item()))
     run = train_in_process(monkeypatch, tmp_path, max_iters=12, log_interval=4)
-    assert run.step == 12 and len(reduced) == 3  # at steps 4, 8 and 12
-    assert all(stop == 0 for _, stop in reduced)
+    assert run.step == 12 and len(reduced) == 6  # at steps 4, 8 and 12: the loss, and any stop
+    assert reduced[1::2] == [0, 0, 0]
 
 
 def test_a_failure_in_one_process_ends_every_process(tmp_path, text_file):
