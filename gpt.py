@@ -185,12 +185,12 @@ def eval_windows(data):  # the split's windows' starts
     return torch.linspace(0, n - 1, read).round().long() * block_size
 
 @torch.no_grad()
-def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
+def split_loss(model, data):  # mean cross-entropy, windows end to end
     starts = eval_windows(data)  # (or eval_chars' worth)
     share = starts[RANK::WORLD]  # (each its share, maybe none)
     batches = share.split(64) if len(share) else []
     model.eval()
-    with amp:
+    with autocast(dtype):
         losses = [model(*windows(data, batch)) for batch in batches]
     model.train()
     read = torch.stack(losses).tolist() if losses else []  # (one wait)
@@ -198,12 +198,13 @@ def split_loss(model, data, amp):  # mean cross-entropy, windows end to end
     return shared(total, add=True) / len(starts)
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
-def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest
+def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest; a scaler
     pairs = [model.pairs.weight] if model.pairs else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
+    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
     return [Muon(model.blocks.parameters(), muon_lr, decay, getattr(torch, precision)),
-            torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0)]
+            torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0)], scaler
 
 def set_learning_rates(run):  # warm up, then down to 0 at the end
     warm = min(warmup_iters, run.steps // 2)  # (a short run still peaks)
@@ -230,8 +231,8 @@ def update_average(run, model):  # a smoother model
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
 
-def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to gain
-    loss = split_loss(run.average, val_data, amp)
+def evaluate(run, val_data):  # keeps the best; ends a run with nothing to gain
+    loss = split_loss(run.average, val_data)
     if loss < run.best[0]:
         run.best = (loss, run.step, copy.deepcopy(run.average.state_dict()))
     say(f'step {run.step}: val loss {loss:.4f} (best {run.best[0]:.4f} at step {run.best[1]})')
@@ -242,8 +243,9 @@ def evaluate(run, val_data, amp):  # keeps the best; ends a run with nothing to 
         say(f'step {run.step}: no better val loss in {run.step - run.best[1]} steps: ending here')
         run.steps = run.step
 
-def train(model, run, train_data, val_data, amp):
+def train(model, run, train_data, val_data):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
+    amp = autocast(dtype)
     run.ticked = time.time(), run.step  # (the last progress line)
     with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
@@ -260,7 +262,7 @@ def train(model, run, train_data, val_data, amp):
             if run.step % log_interval == 0 or run.step == run.end or (stop.is_set() and not DDP):
                 stopping = check_in(run, loss, stop.is_set())  # (and refit)
             if run.step % eval_interval == 0 and run.step < run.steps:
-                evaluate(run, val_data, amp)
+                evaluate(run, val_data)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
                 run.ticked = time.time(), run.step  # (evaluating is not training)
             if stopping:  # saved (after an evaluation due here), and every process ends
@@ -269,8 +271,8 @@ def train(model, run, train_data, val_data, amp):
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
 
-def finish(model, run, train_data, val_data, amp):  # the final line
-    ends = {split_loss(m, val_data, amp): m for m in (model, run.average)}  # (an average lags)
+def finish(model, run, train_data, val_data):  # the final line
+    ends = {split_loss(m, val_data): m for m in (model, run.average)}  # (an average lags)
     val_loss = min(ends)  # (the last weights, or their average)
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
@@ -278,7 +280,7 @@ def finish(model, run, train_data, val_data, amp):  # the final line
         say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
         model.load_state_dict(best_weights)
         val_loss = best_val
-    train_loss = split_loss(model, train_data[:len(val_data)], amp)  # (as much as val)
+    train_loss = split_loss(model, train_data[:len(val_data)])  # (as much as val)
     read = len(eval_windows(val_data)) * block_size
     part = f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
     say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}'
@@ -302,7 +304,6 @@ def main(args=None):  # args as on the command line; None: sys.argv
         need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
         choices, why = plan(len(chars), data, ckpt, started)
         globals().update(choices)  # every 'auto' setting chosen: read-only now
-        amp = autocast(dtype)
         torch.manual_seed(seed)
         model = GPT(config(globals(), len(chars))).to(device)
         if ckpt:  # sampling: the best evaluated model
@@ -314,10 +315,10 @@ def main(args=None):  # args as on the command line; None: sys.argv
             n = int(0.9 * len(data))  # 90% to train on, the rest to validate
             train_data, val_data = data[:n].to(device), data[n:].to(device)
             run = start_run(model, chars, ckpt, why['refit'])
-            train(model, run, train_data, val_data, amp)
+            train(model, run, train_data, val_data)
             if run.step == run.steps:  # (a run that has ended)
                 with stop_signals():  # (Ctrl-C waits for the end's evaluations and save)
-                    finish(model, run, train_data, val_data, amp)
+                    finish(model, run, train_data, val_data)
         if RANK == 0:  # (and to sample_file)
             show(sample(model.eval(), chars, prompt, num_chars, temperature, top_k))
         end_processes()
@@ -570,8 +571,7 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     # (under torchrun in every process, as DDP's collectives need: the first process's figure)
     model = untrained(size, vocab_size).to(device)
     net = DistributedDataParallel(model) if DDP else model
-    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=precision == 'float16')
-    run, amp = Run('', make_optimizers(model, precision, 0.0), scaler), autocast(precision)
+    run, amp = Run('', *make_optimizers(model, precision, 0.0)), autocast(precision)
     B, T = size['batch_size'], size['block_size']
     x, y = torch.randint(vocab_size, (2, B, T), device=device)
     times = []
@@ -703,15 +703,15 @@ def path_problem(name):  # what is wrong with where it goes
     if not path and name != 'checkpoint':  # (none)
         return ''
     folder = os.path.dirname(os.path.abspath(path))
-    before = list(files)[:list(files).index(name)]  # (each pair once)
-    same = [k for k in before if files[k] and os.path.abspath(files[k]) == os.path.abspath(path)]
+    # the first of the files with this path: itself, or one before it (each pair once)
+    first = next(k for k in files if os.path.abspath(files[k]) == os.path.abspath(path))
     return next((problem for bad, problem in [
         (not path, f"{name} is empty: it needs a file's path"),
         (os.path.isdir(path), f'{name} {path} is a folder, not a file'),
         (not os.path.isdir(folder), f'{name} {path} is in a folder that does not exist'),
         (not os.access(folder, os.W_OK),  # (a read-only disk)
          f'{name} {path} is in a folder that cannot be written to'),
-        (same, f'{name} {path} is also the {"".join(same)}, which writing it would lose')]
+        (first != name, f'{name} {path} is also the {first}, which writing it would lose')]
         if bad), '')
 
 def check_device():
@@ -896,8 +896,7 @@ class Run:
         return min(self.steps, self.stop_at)
 
 def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
-    scaler = torch.amp.GradScaler(device.split(':')[0], enabled=dtype == 'float16')
-    run = Run(chars, make_optimizers(model, dtype, weight_decay), scaler,
+    run = Run(chars, *make_optimizers(model, dtype, weight_decay),
               torch.Generator().manual_seed(seed), copy.deepcopy(model).eval(), max_iters,
               refit=refit)
     if ckpt:

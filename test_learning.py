@@ -6,7 +6,7 @@ claims to be; sampling draws from the distribution that temperature and top_k de
 pair table and QK-norm each have a test that fails without them. The models are tiny (2 layers of width 32, windows of 16
 characters), so that the whole file runs in seconds on one CPU thread.
 """
-import contextlib, math, sys
+import math, sys
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,7 @@ def test_one_batch_can_be_learned_by_heart(monkeypatch):
     monkeypatch.setattr(gpt, 'max_iters', 200)
     model = tiny()
     xy = torch.randint(VOCAB, (4, T + 1))
-    run = gpt.Run('', gpt.make_optimizers(model, 'float32', 0.0), torch.amp.GradScaler('cpu', enabled=False), steps=200)
+    run = gpt.Run('', *gpt.make_optimizers(model, 'float32', 0.0), steps=200)
     while run.step < run.steps:  # as gpt.train does, on the same batch every time
         gpt.set_learning_rates(run)
         gpt.optimizer_step(model, run, model(xy[:, :-1], xy[:, 1:]))
@@ -91,7 +91,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
                             lr=0.003).items():
         monkeypatch.setattr(gpt, name, value)
     model = tiny()
-    run = gpt.Run('', gpt.make_optimizers(model, 'float32', 0.0), torch.amp.GradScaler('cpu', enabled=False), steps=1000)
+    run = gpt.Run('', *gpt.make_optimizers(model, 'float32', 0.0), steps=1000)
     muon = run.optimizers[0]
     held = [id(p) for opt in run.optimizers for group in opt.param_groups for p in group['params']]
     assert sorted(held) == sorted(id(p) for p in model.parameters())  # each weight once, none left out
@@ -117,6 +117,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
 # ---------------------------------------------------------------------- evaluation
 def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     monkeypatch.setattr(gpt, 'block_size', 8)
+    monkeypatch.setattr(gpt, 'dtype', 'float32')
     model = tiny(dropout=0.5)  # split_loss must turn it off itself
     torch.nn.init.normal_(model.head.weight, std=1.0)  # confident logits: the windows' losses differ widely
     # 70 windows of 8 and 5 characters to spare: a full batch of 64 windows, a partial one of 6, and a remainder
@@ -129,7 +130,7 @@ def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
             window = data[start:start + 9]  # 8 characters, and each one's next
             losses.append(F.cross_entropy(model(window[None, :-1])[0], window[1:]).item())
     model.train()
-    assert gpt.split_loss(model, data, contextlib.nullcontext()) == pytest.approx(sum(losses) / 70, rel=1e-5)
+    assert gpt.split_loss(model, data) == pytest.approx(sum(losses) / 70, rel=1e-5)
     assert model.training  # and it leaves the model training
 
 

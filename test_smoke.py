@@ -83,7 +83,7 @@ def train_in_process(monkeypatch, tmp_path, **settings):
     model = gpt.GPT(gpt.Config(12, n_layer=1, n_head=2, n_embd=16, block_size=8, pair_rows=64, dropout=0.0))
     run = gpt.start_run(model, 'abcdefghijkl', None)
     data = torch.randint(12, (2000,), dtype=torch.uint8)
-    gpt.train(model, run, data, data[:200], gpt.autocast('float32'))
+    gpt.train(model, run, data, data[:200])
     return run
 
 
