@@ -486,8 +486,11 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
             why = f'; {describe(size)} would take about {guess * 1000:,.0f} ms a step'
             break
         step_time = time_step(size, vocab_size, precision)
-        if step_time == math.inf and not chosen:  # (the smallest size)
-            raise torch.OutOfMemoryError()
+        if step_time == math.inf:  # out of memory here: the size before it, if any
+            if not chosen:
+                raise torch.OutOfMemoryError()
+            why = f'; {describe(size)} runs out of memory here'
+            break
         tokens = chars_a_step(size)  # (and the evaluations in the time)
         steps = max(MIN_STEPS, MIN_READ * parameters(size, vocab_size, 'blocks') / tokens)
         every = given.get('eval_interval') or evaluation_interval(n_train, tokens)
@@ -685,7 +688,7 @@ def apply_overrides(args):  # --name=value, value a Python literal
     problems = [f'{k} must be positive' for k in POSITIVE if numbers.get(k, 1) <= 0]
     problems += [f'{k} must be in [0, {BELOW.get(k, 1e30)})' for k, v in numbers.items()
                  if k not in POSITIVE and not 0 <= v < BELOW.get(k, 1e30)]
-    if 'n_embd' in numbers and 'n_head' in numbers and (n_embd % n_head or n_embd // n_head % 2):
+    if 'n_embd' in numbers and numbers.get('n_head') and (n_embd % n_head or n_embd // n_head % 2):
         problems.append(f'n_embd ({n_embd}) must split into n_head ({n_head}) heads of even size')
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         problems.append("dtype must be 'auto', 'float32', 'bfloat16' or 'float16'")

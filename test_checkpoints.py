@@ -398,6 +398,7 @@ def test_input_file_without_read_permission(tmp_path):
     ('gpt.py', ['--dropout=-1.0'], 'dropout must be in [0, 1)'),
     ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
     ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
+    ('gpt.py', ['--n_embd=64', '--n_head=0'], 'n_head must be positive'),  # (no division by 0)
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
     ('bigram.py', ['--batch_size=0'], 'batch_size must be in [1, 9223372036854775808)'),
     ('bigram.py', ['--block_size=2000'], 'fewer than the 20010 needed'),

@@ -59,6 +59,15 @@ def test_a_size_timed_too_slow_is_passed_over(machine):
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and 'would take 1,000 steps' in why
 
 
+def test_a_size_out_of_memory_is_passed_over(machine, monkeypatch):
+    # time_step takes a size too large for the device's memory as one that takes forever: a larger size out of
+    # memory leaves the one before it (only the smallest out of memory is an error, the one line of main's)
+    timed = gpt.time_step
+    monkeypatch.setattr(gpt, 'time_step', lambda size, *args: math.inf if machine.timed else timed(size, *args))
+    size, _, why = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds_for(4, 1550))
+    assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and 'runs out of memory here' in why
+
+
 def test_a_slow_machine_still_gets_the_smallest_size(machine):
     size, _, _ = gpt.plan_model(65, 10_000_000, {}, 'float32', seconds_for(0, 300))  # not even MIN_STEPS of the smallest
     assert tuple(size[k] for k in NAMES) == gpt.SIZES[0] and machine.timed == gpt.SIZES[:1]
