@@ -258,9 +258,7 @@ def train(model, run, train_data, val_data):
             run.step += 1
             update_average(run, model)
             # the rest is diagnostics, in every process: progress lines, stopping, evaluations
-            stopping = False  # (Ctrl-C or SIGTERM, as every process agrees at a check-in)
-            if run.step % log_interval == 0 or run.step == run.end or (stop.is_set() and not DDP):
-                stopping = check_in(run, loss, stop.is_set())  # (and refit)
+            stopping = check_in(run, loss, stop)  # (and refit)
             if run.step % eval_interval == 0 and run.step < run.steps:
                 evaluate(run, val_data)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
@@ -367,7 +365,7 @@ def pick_dtype():  # the precision to train in, and why
     where = 'Mac' if device == 'mps' else 'CPU'
     m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)
     def fastest(m):  # of six (a Mac's run asynchronously)
-        wait = torch.mps.synchronize if device == 'mps' else lambda: None
+        wait = getattr(torch, device).synchronize  # (torch.cpu's does nothing)
         return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
     try:
         speedup = fastest(m) / fastest(m.bfloat16())
@@ -443,7 +441,8 @@ def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
             now = globals()[k]
             need(now in (saved[k], SETTINGS[k]),  # (or left as it is)
                  f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved[k]}')
-        given = {k: saved[k] for k in RUN_NAMES} | given | {k: saved[k] for k in SHAPE_NAMES}
+            given[k] = saved[k]
+        given = {k: saved[k] for k in RUN_NAMES} | given
     precision, why_precision = pick_dtype()
     chosen = given | dict(dtype=precision, log_file=log_path())
     if data is None:  # sampling only
@@ -456,10 +455,9 @@ def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
     # (a step with dropout is dearer: the steps are refitted as the run goes, see refit)
     training = plan_training(n_train, size, given, step_time, seconds_left(), vocab_size)
     chosen |= size | training  # (alike in every process)
-    refit = dict(planned=step_time, n_train=n_train, deadline=deadline, seconds=0.0, steps=0,
-                 refitted=False)
-    planned = 'max_iters' not in given and step_time  # (resumed: given)
-    return chosen, dict(precision=why_precision, model=why, refit=refit if planned else None)
+    refit = None if 'max_iters' in given else dict(  # (resumed: given)
+        planned=step_time, n_train=n_train, deadline=deadline, seconds=0.0, steps=0, refitted=False)
+    return chosen, dict(precision=why_precision, model=why, refit=refit)
 
 def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its step time, why
     # the largest size that trains MIN_STEPS steps in time; a size given is kept
@@ -505,11 +503,11 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
 def plan_training(n_train, size, given, step_time, seconds, vocab_size):
     tokens = chars_a_step(size)
     every = given.get('eval_interval') or evaluation_interval(n_train, tokens)
-    steps = given.get('max_iters') or math.ceil(max_passes * n_train / tokens)
-    if 'max_iters' not in given:
-        steps = min(steps, steps_that_fit(n_train, tokens, step_time, seconds, every))
-        need(steps, f'the time budget ({time_budget:g} s) is spent before training could start '
-             '(and end); give more with --time_budget=')
+    steps = given.get('max_iters') or min(  # (given: more than 0)
+        math.ceil(max_passes * n_train / tokens),
+        steps_that_fit(n_train, tokens, step_time, seconds, every))
+    need(steps, f'the time budget ({time_budget:g} s) is spent before training could start '
+         '(and end); give more with --time_budget=')
     # more of each as the model could learn the text by heart, up to 0.3: weight decay 0.1 a
     # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
     # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
@@ -717,21 +715,6 @@ def path_problem(name):  # what is wrong with where it goes
         (first != name, f'{name} {path} is also the {first}, which writing it would lose')]
         if bad), '')
 
-def check_device():
-    try:
-        torch.empty(1, device=device)
-    except Exception as e:
-        raise Bad(f'device {device!r} cannot be used here ({first_line(e)})') from e
-    kind = torch.device(device).type
-    need(kind in ('cpu', 'cuda', 'mps'),
-         f'device {device!r} is not one that gpt.py trains on: cpu, cuda or mps')
-    if kind != 'cuda':  # 'cpu:0' is 'cpu', for the tests below
-        globals()['device'] = kind
-        return
-    if ':' in device:  # (is_bf16_supported... asks this GPU)
-        torch.cuda.set_device(device)
-    torch.set_float32_matmul_precision('high')  # TF32 where a GPU has it: ~8x faster
-
 def announce(model, chars, why, data):  # the start lines
     params = sum(p.numel() for p in model.parameters()) / 1e6
     say(f'device {device}, dtype {dtype} ({why["precision"]}), {params:.2f}M parameters, '
@@ -746,13 +729,16 @@ def announce(model, chars, why, data):  # the start lines
             f'{eval_interval} steps')
     say('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
-def check_in(run, loss, stopped):  # also when a lone process stops; True: all stop
+def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every process agrees)
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
     # process checks in at the same steps (collectives), and Ctrl-C ends all at the next one
-    loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stopped, add=True)
+    progress = run.step % log_interval == 0 or run.step == run.end
+    if not progress and (DDP or not stop.is_set()):  # (a lone process: at once)
+        return False
+    loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stop.is_set(), add=True)
     need(math.isfinite(loss), f'the loss became {loss} at step {run.step}; stopped, '
          'the last checkpoint is untouched')
-    if run.step % log_interval == 0 or run.step == run.end:  # a progress line
+    if progress:  # a progress line
         then, since = run.ticked
         step_time = (time.time() - then) / (run.step - since)
         say(f'step {run.step}/{run.steps} | loss {loss:.4f} | '
@@ -952,16 +938,28 @@ DDP = 'LOCAL_RANK' in os.environ  # under torchrun: a process per device
 RANK, WORLD = 0, 1  # the first prints, evaluates, saves, samples
 
 def start_processes():
-    global RANK, WORLD
+    global RANK, WORLD, device
     if DDP and device.startswith('cuda'):  # each its own GPU
-        globals()['device'] = f'cuda:{os.environ["LOCAL_RANK"]}'
-    check_device()
+        device = f'cuda:{os.environ["LOCAL_RANK"]}'
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:
+        raise Bad(f'device {device!r} cannot be used here ({first_line(e)})') from e
+    kind = torch.device(device).type
+    need(kind in ('cpu', 'cuda', 'mps'),
+         f'device {device!r} is not one that gpt.py trains on: cpu, cuda or mps')
+    if kind == 'cuda':
+        if ':' in device:  # (is_bf16_supported... asks this GPU)
+            torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision('high')  # TF32 where a GPU has it: ~8x faster
+    else:  # 'cpu:0' is 'cpu', for the tests below
+        device = kind
     if not DDP:
         return
     # gloo carries no mps tensors, and a Mac has one GPU
     need(device != 'mps', 'torchrun needs CUDA GPUs (NCCL) or the CPU (gloo, with '
          '--device=cpu); on a Mac run python gpt.py')
-    if device.startswith('cuda'):
+    if kind == 'cuda':
         dist.init_process_group('nccl', device_id=torch.device(device))
     else:
         dist.init_process_group('gloo')

@@ -130,7 +130,7 @@ def test_dropout_and_weight_decay_follow_the_passes_and_the_model(machine, monke
         monkeypatch.setattr(gpt, name, value)
     machine.rate = gpt.work(dict(zip(NAMES, gpt.SIZES[2]))) / 0.15  # 4 x 192 at 150 ms a step
     text = torch.zeros(622_222, dtype=torch.uint8)  # 560,000 characters to train on: 8 to 12.5 passes
-    settings, why = gpt.plan(65, text, None, set(), time.time())
+    settings, why = gpt.plan(65, text, None, time.time())
     n_train, size = int(0.9 * len(text)), dict(zip(NAMES, gpt.SIZES[2]))
     assert {k: settings[k] for k in NAMES} == size and machine.timed[-2:] == gpt.SIZES[2:4]  # (the next too slow)
     # 2.6M parameters, 4.6 a training character: 8 to 12.5 passes are below 64, no dropout
