@@ -674,7 +674,7 @@ def apply_overrides(args):  # --name=value, value a Python literal
         kind = CHOSEN.get(name, type(default))
         try:  # ('auto' reads as text)
             value = text if kind is str else ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except Exception:  # (also what Python cannot even read, as {[1]})
             value = text
         value = float(value) if kind is float and type(value) is int else value
         need(type(value) is kind or value == default == 'auto',

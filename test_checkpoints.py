@@ -405,6 +405,7 @@ def test_input_file_without_read_permission(tmp_path):
     ('gpt.py', ['--lr=auto'], "--lr must be of type float, not 'auto'"),  # only where 'auto' is the default
     ('gpt.py', ['--resume=auto'], "--resume must be of type bool, not 'auto'"),
     ('gpt.py', ['--time_budget=1e400'], "--time_budget must be a finite number, not '1e400'"),
+    ('gpt.py', ['--seed={[1]}'], "--seed must be of type int, not '{[1]}'"),  # (a TypeError as Python reads it)
     ('bigram.py', ['--lr=1e400'], 'lr must be in [0, 9223372036854775808)'),  # (1e400 reads as inf)
     *[(script, ['--seed=100000000000000000000000'], 'seed must be in [0, 9223372036854775808)')
       for script in SCRIPTS],
