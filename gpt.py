@@ -128,13 +128,13 @@ class GPT(nn.Module):
         hs = self.config.n_embd // self.config.n_head  # rotary angles (T, hs/2):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
+        cos, sin = angles.cos(), angles.sin()
         x = self.embed(idx)  # (B, T, C)
         if self.pairs:  # the character before each
             V = self.config.vocab_size
             first = torch.full_like(idx[:, :1], V) if before is None else before
             previous = torch.cat((first, idx[:, :-1]), dim=1)  # (B, T)
             x = x + self.pairs((previous * V + idx) % self.pairs.num_embeddings)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         p = self.config.dropout if self.training else 0.0
         for block, cache in zip(self.blocks, caches or [None] * len(self.blocks)):
             x = block(x, cos, sin, cache, p)
