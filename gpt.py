@@ -560,8 +560,8 @@ def work(size):  # multiply-adds of a step, roughly
 def config(settings, vocab_size):  # from settings, a size or a checkpoint's
     return Config(vocab_size, *(settings[k] for k in Config._fields[1:]))
 
-def untrained(size, vocab_size):  # as the plan weighs and times it
-    return GPT(config(dict(size, pair_rows=pair_rows, dropout=0.0), vocab_size))
+def untrained(size, vocab_size):  # as the plan weighs and times it, and load() fills
+    return GPT(config({'pair_rows': pair_rows, **size, 'dropout': 0.0}, vocab_size))
 
 def parameters(size, vocab_size, part=''):  # counted, not made: the model's, or a part's
     with torch.device('meta'):
@@ -593,9 +593,12 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
 URL = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
        'tinyshakespeare/input.txt')
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+
+def current(names):  # these settings' values now
+    return {k: globals()[k] for k in names}
+
 NAMES = list(globals())  # the settings: input_file to sample_file
-SETTINGS = {k: globals()[k]
-            for k in NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1]}
+SETTINGS = current(NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1])
 # the types of the settings the plan chooses, where given
 CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict(dropout=float, weight_decay=float)
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
@@ -753,7 +756,7 @@ def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every pr
 
 @contextlib.contextmanager
 def settings_kept():  # main's choices end with it
-    before = {k: globals()[k] for k in SETTINGS}
+    before = current(SETTINGS)
     try:
         yield
     finally:
@@ -858,7 +861,7 @@ def load(path=checkpoint, device=None):  # for one's own code
     eval mode on device (None: a GPU, else a Mac's, else the CPU). Raises FileNotFoundError or
     ValueError: never exits."""
     ckpt = read_checkpoint(path)
-    model = GPT(config(dict(ckpt['settings'], dropout=0.0), len(ckpt['vocab'])))
+    model = untrained(ckpt['settings'], len(ckpt['vocab']))
     load_weights(model, best_weights(ckpt)[0], path)
     return model.to(device or SETTINGS['device']).eval(), ckpt['vocab']
 
@@ -890,10 +893,9 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
               refit=refit)
     if ckpt:
         load_weights(run.average, ckpt['average'], checkpoint)
+        # each optimizer's state, its groups' settings (the rates, the decay) as they are now
         for opt, state in zip(run.optimizers, ckpt['optimizers']):
-            for saved, now in zip(state['param_groups'], opt.param_groups):
-                saved.update(now, params=saved['params'])  # (as given now)
-            opt.load_state_dict(state)
+            opt.load_state_dict(state | dict(param_groups=opt.state_dict()['param_groups']))
         if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])
         run.gen.set_state(ckpt['rng'])
@@ -926,9 +928,9 @@ def save_checkpoint(model, run, unless_within=0):  # never a broken model over a
     run.saved = time.time()
     need(all(p.isfinite().all() for p in model.parameters()), f'the weights became '
          f'non-finite by step {run.step}; stopped, {checkpoint} is untouched')
-    settings = {**{k: globals()[k] for k in SETTINGS}, 'max_iters': run.steps}
     state = dict(script='gpt.py', model=model.state_dict(), vocab=run.vocab, step=run.step,
-                 settings=settings, rng=run.gen.get_state(), best=run.best, log=run.log,
+                 settings=current(SETTINGS) | dict(max_iters=run.steps),  # (as refitted)
+                 rng=run.gen.get_state(), best=run.best, log=run.log,
                  optimizers=[o.state_dict() for o in run.optimizers],
                  scaler=run.scaler.state_dict(), average=run.average.state_dict())
     write_atomically(checkpoint, lambda f: torch.save(state, f))
