@@ -188,7 +188,7 @@ def eval_windows(data):  # the split's windows' starts
 def split_loss(model, data):  # mean cross-entropy, windows end to end
     starts = eval_windows(data)  # (or eval_chars' worth)
     share = starts[RANK::WORLD]  # (each its share, maybe none)
-    batches = share.split(64) if len(share) else []
+    batches = share.split(batch_size) if len(share) else []  # (as training: a CPU's cache)
     model.eval()
     with autocast(dtype):
         losses = [model(*windows(data, batch)) for batch in batches]

@@ -118,6 +118,7 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
 def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     monkeypatch.setattr(gpt, 'block_size', 8)
     monkeypatch.setattr(gpt, 'dtype', 'float32')
+    monkeypatch.setattr(gpt, 'batch_size', 64)  # (it reads batch_size windows at a time, as training)
     model = tiny(dropout=0.5)  # split_loss must turn it off itself
     torch.nn.init.normal_(model.head.weight, std=1.0)  # confident logits: the windows' losses differ widely
     # 70 windows of 8 and 5 characters to spare: a full batch of 64 windows, a partial one of 6, and a remainder
