@@ -827,7 +827,7 @@ def seed_dropout(step):  # new each step and process
     torch.manual_seed(seed + WORLD * step + RANK)  # (a GPU's and a Mac's too)
 
 def read_checkpoint(path):  # raises FileNotFoundError or Bad
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f'checkpoint {path} does not exist; train first, '
                                 'or pass --checkpoint=PATH')
     try:

@@ -507,6 +507,7 @@ def test_sampling_reads_a_checkpoint_in_a_folder_that_cannot_be_written_to(workd
     ('empty', '--sample_only=True', 'truncated or not a checkpoint (EOFError)'),
     ('not-a-checkpoint', '--resume=True', 'truncated or not'),
     ('other-script', '--sample_only=True', 'checkpoint (it comes from'),
+    ('a-folder', '--sample_only=True', 'truncated or not'),  # (not: it does not exist)
 ])
 def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
     path = workdir / 'suspect.pt'
@@ -522,6 +523,8 @@ def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
         path.write_text('these are not the weights you are looking for')
     elif kind == 'other-script':
         path.write_bytes((workdir / other).read_bytes())
+    elif kind == 'a-folder':
+        path.mkdir()
     before = snapshot(workdir)
     out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script])
     assert_clear_error(out, 'suspect.pt', fragment)
