@@ -560,7 +560,7 @@ def work(size):  # multiply-adds of a step, roughly
 def config(settings, vocab_size):  # from settings, a size or a checkpoint's
     return Config(vocab_size, *(settings[k] for k in Config._fields[1:]))
 
-def untrained(size, vocab_size):  # as the plan weighs and times it, and load() fills
+def untrained(size, vocab_size):  # as the plan times a size, or load() a checkpoint's shape
     return GPT(config({'pair_rows': pair_rows, **size, 'dropout': 0.0}, vocab_size))
 
 def parameters(size, vocab_size, part=''):  # counted, not made: the model's, or a part's
