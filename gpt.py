@@ -288,9 +288,14 @@ def finish(model, run, train_data, val_data):  # the final line
     say(f'saved {checkpoint}')
 
 # ------------------------------------------------------------------------------ sampling, and main
+def encode(chars, text):  # each character's place in the vocabulary (the lecture's stoi)
+    unknown = ''.join(sorted(set(text) - set(chars)))
+    need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+    return [chars.index(c) for c in text]
+
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
     where = next(model.parameters()).device
-    context = torch.tensor([[chars.index(c) for c in prompt or chars[0]]], device=where)  # (1, T)
+    context = torch.tensor([encode(chars, prompt or chars[0])], device=where)  # (1, T)
     return ''.join(chars[i] for i in model.generate(context, n, temperature, top_k)[0].tolist())
 
 def main(args=None):  # args as on the command line; None: sys.argv
@@ -298,8 +303,7 @@ def main(args=None):  # args as on the command line; None: sys.argv
         started = start(args)  # settings, output, device, processes
         ckpt = read_checkpoint(checkpoint) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
-        unknown = ''.join(sorted(set(prompt) - set(chars)))
-        need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+        encode(chars, prompt)  # (said before training, if it cannot be)
         choices, why = plan(len(chars), data, ckpt, started)
         globals().update(choices)  # every 'auto' setting chosen: read-only now
         torch.manual_seed(seed)

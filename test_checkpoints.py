@@ -628,6 +628,9 @@ def test_load_raises_rather_than_exits(script, workdir):
     for path in (workdir / 'text.pt', other):
         with pytest.raises(ValueError):
             module.load(str(path))
+    model, chars = module.load(str(workdir / CKPT_NAME[script]))
+    with pytest.raises(ValueError, match="not in the vocabulary: 'Z§'"):  # (the lecture's KeyError)
+        module.sample(model, chars, 'Zebra§', 10)
 
 
 def test_an_older_torch_is_one_line(tmp_path, text_file):
