@@ -245,14 +245,13 @@ def evaluate(run, val_data):  # keeps the best; ends a run with nothing to gain
 
 def train(model, run, train_data, val_data):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
-    amp = autocast(dtype)
     run.ticked = time.time(), run.step  # (the last progress line)
     with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
             set_learning_rates(run)
             x, y = get_batch(train_data, run.gen)
             seed_dropout(run.step)
-            with amp:
+            with autocast(dtype):
                 loss = net(x, y)
             optimizer_step(model, run, loss)
             run.step += 1
@@ -576,14 +575,14 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
     # (under torchrun in every process, as DDP's collectives need: the first process's figure)
     model = untrained(size, vocab_size).to(device)
     net = DistributedDataParallel(model) if DDP else model
-    run, amp = Run('', *make_optimizers(model, precision, 0.0)), autocast(precision)
+    run = Run('', *make_optimizers(model, precision, 0.0))
     B, T = size['batch_size'], size['block_size']
     x, y = torch.randint(vocab_size, (2, B, T), device=device)
     times = []
     try:  # the first warms up; then 2 s (torchrun: 8 steps)
         while len(times) < 4 + 4 * DDP or not DDP and sum(times[1:]) < 2 and len(times) < 20:
             start = time.time()
-            with amp:
+            with autocast(precision):
                 loss = net(x, y)
             optimizer_step(model, run, loss)
             loss.item()  # waits for the device
