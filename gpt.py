@@ -187,15 +187,13 @@ def eval_windows(data):  # the split's windows' starts
 @torch.no_grad()
 def split_loss(model, data):  # mean cross-entropy, windows end to end
     starts = eval_windows(data)  # (or eval_chars' worth)
-    share = starts[RANK::WORLD]  # (each its share, maybe none)
-    batches = share.split(batch_size) if len(share) else []  # (as training: a CPU's cache)
+    # each process its share (maybe none), in training's batches (they stay in a CPU's cache)
+    batches = starts[RANK::WORLD].split(batch_size)
     model.eval()
     with autocast(dtype):
-        losses = [model(*windows(data, batch)) for batch in batches]
+        total = sum(model(*windows(data, batch)) * len(batch) for batch in batches if len(batch))
     model.train()
-    read = torch.stack(losses).tolist() if losses else []  # (one wait)
-    total = sum((loss * len(batch) for loss, batch in zip(read, batches)), 0.0)
-    return shared(total, add=True) / len(starts)
+    return shared(float(total), add=True) / len(starts)  # (one wait)
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
 def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest; a scaler

@@ -92,7 +92,8 @@ def test_a_process_with_no_window_to_evaluate_agrees_on_the_loss(monkeypatch):
     # a tiny validation split and two processes: the second has no window of its own, and must still take the
     # first's sum as it is (every process decides on it: the best model, the end of the run)
     import gpt
-    for name, value in dict(block_size=8, RANK=1, WORLD=2, DDP=True, device='cpu', dtype='float32').items():
+    for name, value in dict(block_size=8, batch_size=4, RANK=1, WORLD=2, DDP=True, device='cpu',
+                            dtype='float32').items():
         monkeypatch.setattr(gpt, name, value)
     monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: tensor.add_(2.75))  # (the first process's sum)
     model = gpt.GPT(gpt.Config(10, n_layer=1, n_head=2, n_embd=16, block_size=8, pair_rows=0, dropout=0.0))
