@@ -352,7 +352,7 @@ def drop(x, p):  # zeroed with probability p, the rest scaled up
     return x * (kept.to(x.dtype) / (1 - p))  # (as large on average)
 
 def autocast(precision):  # the matmuls in this precision
-    kind = device.split(':')[0]
+    kind = torch.device(device).type
     return torch.autocast(kind, getattr(torch, precision), enabled=precision != 'float32')
 
 def pick_dtype():  # the precision to train in, and why
@@ -364,7 +364,7 @@ def pick_dtype():  # the precision to train in, and why
         return 'float16', 'this GPU has no native bfloat16'
     # a CPU or a Mac with bfloat16 multiplies 1.6-5x faster in it, one without 10-80x slower
     where = 'Mac' if device == 'mps' else 'CPU'
-    m = torch.randn(1024, 1024, device=device) if device == 'mps' else torch.randn(256, 256)
+    m = torch.randn((1024, 1024) if device == 'mps' else (256, 256), device=device)
     def fastest(m):  # of six (a Mac's run asynchronously)
         wait = getattr(torch, device).synchronize  # (torch.cpu's does nothing)
         return min(timeit.repeat(lambda: (m @ m, wait()), number=1, repeat=6))
