@@ -193,7 +193,10 @@ def split_loss(model, data):  # mean cross-entropy, windows end to end
     with autocast(dtype):
         total = sum(model(*windows(data, batch)) * len(batch) for batch in batches if len(batch))
     model.train()
-    return shared(float(total), add=True) / len(starts)  # (one wait)
+    loss = shared(float(total), add=True) / len(starts)  # (one wait)
+    need(math.isfinite(loss), f'the loss became {loss} in an evaluation; stopped, the last '
+         'checkpoint is untouched')
+    return loss
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
 def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest; a scaler

@@ -580,12 +580,15 @@ def test_a_write_stopped_halfway_leaves_no_partial_file(script, stop, raised, me
 
 
 @pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py: a table at a sane rate cannot diverge)
-def test_loss_going_nan_keeps_the_last_good_checkpoint(script, workdir, text_file):
+@pytest.mark.parametrize('found_by', ['training', 'evaluation'])  # (the first loss read is its)
+def test_loss_going_nan_keeps_the_last_good_checkpoint(script, found_by, workdir, text_file):
     before = snapshot(workdir)
+    every_step = ['--eval_interval=1', '--log_interval=1000'] if found_by == 'evaluation' else []
     out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
-              *TINY[script], '--lr=1e29', '--muon_lr=1e29' if script == 'gpt.py' else '--lr=1e29')
-    assert_clear_error(out, 'the loss became', 'at step', 'untouched')
+              *TINY[script], '--lr=1e29', '--muon_lr=1e29', *every_step)
     assert snapshot(workdir) == before
+    assert_clear_error(out, 'the loss became', 'in an evaluation' if every_step else 'at step',
+                       'untouched')
 
 
 # ---------------------------------------------------------------------- using a checkpoint from Python
