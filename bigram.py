@@ -54,6 +54,7 @@ def train():  # on input_file; the table is saved to checkpoint
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)  # draws the batches
     windows = data[:n].unfold(0, block_size + 1, 1)  # every one there is
+    sample(model, chars, prompt, 0)  # (a prompt it cannot go on from: said before training)
     start = time.time()
     for step in range(1, max_iters + 1):
         optimizer.param_groups[0]['lr'] = lr * (max_iters - step + 1) / max_iters
@@ -161,7 +162,7 @@ def load(path, device=None):
     """(model, chars): a checkpoint's table, on device (None: the device setting),
     and its vocabulary. Raises FileNotFoundError or ValueError, never exits."""
     try:
-        ckpt = torch.load(path, 'cpu', weights_only=True)  # runs no code
+        ckpt = dict(torch.load(path, 'cpu', weights_only=True))  # runs no code; a dict?
         origin = ckpt['script']
     except FileNotFoundError:  # (as it is: "No such file or directory")
         raise

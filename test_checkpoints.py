@@ -288,9 +288,13 @@ def test_bigram_samples_from_its_checkpoint_with_a_prompt(workdir, text_file):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
-def test_prompt_with_unknown_characters(script, workdir):
-    out = run(script, f'--checkpoint={workdir / CKPT_NAME[script]}', '--sample_only=True', '--prompt=Zebra§')
+@pytest.mark.parametrize('mode', ['--sample_only=True', '--sample_only=False'])  # (training: said before it)
+def test_prompt_with_unknown_characters(script, mode, workdir, text_file):
+    before = snapshot(workdir)
+    out = run(script, f'--checkpoint={workdir / CKPT_NAME[script]}', f'--input_file={text_file}', mode,
+              *TINY[script], '--prompt=Zebra§', '--seed=7')  # (a run would save another model)
     assert_clear_error(out, 'not in the vocabulary', "'Z§'")
+    assert snapshot(workdir) == before
 
 
 def test_evaluations_save_at_most_once_a_minute(tmp_path, monkeypatch):
@@ -508,6 +512,7 @@ def test_sampling_reads_a_checkpoint_in_a_folder_that_cannot_be_written_to(workd
     ('not-a-checkpoint', '--resume=True', 'truncated or not'),
     ('other-script', '--sample_only=True', 'checkpoint (it comes from'),
     ('a-folder', '--sample_only=True', 'truncated or not'),  # (not: it does not exist)
+    ('a-tensor', '--sample_only=True', 'not a'),  # (torch.load reads it; it is no dict)
 ])
 def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
     path = workdir / 'suspect.pt'
@@ -525,8 +530,11 @@ def test_bad_checkpoint(script, kind, mode, fragment, workdir, text_file):
         path.write_bytes((workdir / other).read_bytes())
     elif kind == 'a-folder':
         path.mkdir()
+    elif kind == 'a-tensor':
+        torch.save(torch.zeros(3), path)
     before = snapshot(workdir)
-    out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script])
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={path}', mode, *TINY[script],
+              fresh=kind == 'a-tensor')  # (torch's warnings print outside pytest)
     assert_clear_error(out, 'suspect.pt', fragment)
     assert snapshot(workdir) == before
 
