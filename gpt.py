@@ -661,7 +661,8 @@ def errors_in_one_line():  # one line, exit status 2
         leave(1)
     except (Bad, FileNotFoundError, RuntimeError) as e:
         message = first_line(e)
-        if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in message:
+        too_large = "can't allocate memory" in message or 'size calculation overflowed' in message
+        if isinstance(e, torch.OutOfMemoryError) or too_large:  # (a CPU's words)
             message = (f'out of memory on {device}: try a smaller model or batch '
                        '(--n_embd=, --batch_size=)')  # (a GPU's, a Mac's, a CPU's)
         elif isinstance(e, RuntimeError):  # torchrun: mostly another process gone
@@ -838,7 +839,7 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad
         ckpt = torch.load(path, map_location='cpu', weights_only=True)  # (runs no code)
     except Exception as e:
         raise Bad(f'checkpoint {path} cannot be loaded, truncated or not a checkpoint '
-                  f'({first_line(e)[:100]})') from e
+                  f'({type(e).__name__})') from e
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     need(origin == 'gpt.py', f'{path} is not a gpt.py checkpoint '
          f'(it comes from {origin or "something else"})')

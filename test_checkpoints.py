@@ -421,6 +421,7 @@ def test_input_file_without_read_permission(tmp_path):
         (['--sample_file=.'], 'sample_file . is a folder, not a file'),
         (['--checkpoint='], "checkpoint is empty: it needs a file's path")]],
     ('gpt.py', ['--batch_size=100000000000'], 'out of memory on cpu: try a smaller model or batch'),
+    ('gpt.py', ['--n_embd=100000000000000000'], 'out of memory on cpu'),  # (too large to count)
     ('bigram.py', ['--batch_size=100000000000'], "can't allocate memory"),  # (a CPU's allocator)
     # bigram.py, a run of seconds, finds a path it cannot write where it writes, after training
     ('bigram.py', ['--checkpoint=no/such/folder/m.pt'], 'cannot write no/such/folder/m.pt: [Errno 2] No such file'),
