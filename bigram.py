@@ -162,7 +162,7 @@ def load(path, device=None):
     """(model, chars): a checkpoint's table, on device (None: the device setting),
     and its vocabulary. Raises FileNotFoundError or ValueError, never exits."""
     try:
-        ckpt = dict(torch.load(path, 'cpu', weights_only=True))  # runs no code; a dict?
+        ckpt = dict(torch.load(path, 'cpu', weights_only=True))  # runs no code; no dict: fails
         origin = ckpt['script']
     except FileNotFoundError:  # (as it is: "No such file or directory")
         raise

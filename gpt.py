@@ -662,7 +662,7 @@ def errors_in_one_line():  # one line, exit status 2
     except (Bad, FileNotFoundError, RuntimeError) as e:
         message = first_line(e)
         too_large = "can't allocate memory" in message or 'size calculation overflowed' in message
-        if isinstance(e, torch.OutOfMemoryError) or too_large:  # (a CPU's words)
+        if isinstance(e, torch.OutOfMemoryError) or too_large:  # (torch's words)
             message = (f'out of memory on {device}: try a smaller model or batch '
                        '(--n_embd=, --batch_size=)')  # (a GPU's, a Mac's, a CPU's)
         elif isinstance(e, RuntimeError):  # torchrun: mostly another process gone
