@@ -52,13 +52,13 @@ def train():  # on input_file; the table is saved to checkpoint
     n = int(0.9 * len(data))  # the first 90% to train on, the rest: val
     model = Bigram(len(chars)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)  # draws the batches
+    torch.manual_seed(seed)  # the batches
     windows = data[:n].unfold(0, block_size + 1, 1)  # every one there is
     sample(model, chars, prompt, 0)  # (a prompt it cannot go on from: said before training)
     start = time.time()
     for step in range(1, max_iters + 1):
         optimizer.param_groups[0]['lr'] = lr * (max_iters - step + 1) / max_iters
-        loss = model(windows[torch.randint(len(windows), (batch_size,), generator=gen)])
+        loss = model(windows[torch.randint(len(windows), (batch_size,))])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
