@@ -280,7 +280,7 @@ def training_step():  # gpt.py's own step (batch, forward, backward, optimizers)
     gpt.dtype = gpt.pick_dtype()[0]
     torch.manual_seed(0)
     model = gpt_model().to(device)
-    run = gpt.Run('', *gpt.make_optimizers(model, gpt.dtype, 0.1), gen=torch.Generator().manual_seed(0), steps=1000)
+    run = gpt.Run('', *gpt.make_optimizers(model, gpt.dtype, 0.1), steps=1000)
     run.average = copy.deepcopy(model)
     data = torch.randint(VOCAB, (100_000,), dtype=torch.uint8, device=device)
     amp = torch.autocast(device, dtype=getattr(torch, gpt.dtype), enabled=gpt.dtype != 'float32')
@@ -288,7 +288,7 @@ def training_step():  # gpt.py's own step (batch, forward, backward, optimizers)
 
     def step():  # its parts named for the profiler (bench.py gpu)
         gpt.set_learning_rates(run)
-        x, y = gpt.get_batch(data, run.gen)
+        x, y = gpt.get_batch(data, run.step)
         with record_function('forward and backward'):
             with amp:
                 loss = model(x, y)

@@ -4,7 +4,7 @@
     python gpt.py --sample_only=True --prompt="ROMEO:" sample from gpt.pt without training
 In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(['--max_iters=20'])
 """
-import ast, collections, contextlib, copy, csv, dataclasses, io, math, os
+import ast, collections, contextlib, copy, csv, dataclasses, functools, io, math, os
 import signal, sys, threading, time, timeit, warnings
 IMPORTED = time.time()  # run as a program, the budget counts from here
 warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
@@ -175,9 +175,16 @@ def windows(data, starts):  # (B, T) and what follows each
     xy = data[to_device(starts[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
 
-def get_batch(data, gen):  # each process its share of the draws
-    starts = torch.randint(len(data) - block_size, (batch_size * WORLD,), generator=gen)
-    return windows(data, starts[RANK::WORLD])
+def get_batch(data, step):  # every window once a pass; each process its share of the draws
+    n = (len(data) - 1) // block_size - 1  # windows in a pass, end to end from its offset
+    draws = step * batch_size * WORLD + torch.arange(batch_size * WORLD)  # (every process's)
+    starts = [pass_starts(i // n, n, seed, block_size)[i % n] for i in draws.tolist()]
+    return windows(data, torch.stack(starts[RANK::WORLD]))
+
+@functools.lru_cache(maxsize=2)  # (a batch reads one pass or two; all it reads is its key)
+def pass_starts(p, n, seed, T):  # pass p's windows: an offset and an order drawn for it alone
+    gen = torch.Generator().manual_seed(hash((seed, p)))  # (ints hash alike in every process)
+    return torch.randint(T, (), generator=gen) + T * torch.randperm(n, generator=gen)
 
 def eval_windows(data):  # the split's windows' starts
     n = (len(data) - 1) // block_size
@@ -250,7 +257,7 @@ def train(model, run, train_data, val_data):
     with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
             set_learning_rates(run)
-            x, y = get_batch(train_data, run.gen)
+            x, y = get_batch(train_data, run.step)
             seed_dropout(run.step)
             with autocast(dtype):
                 loss = net(x, y)
@@ -876,7 +883,6 @@ class Run:
     vocab: str
     optimizers: list
     scaler: torch.amp.GradScaler  # (float16: scales the loss)
-    gen: torch.Generator = None  # draws the batches
     average: nn.Module = None  # the weights' running average: evaluated, kept
     steps: int = 0  # max_iters, refitted as the run goes
     step: int = 0
@@ -893,9 +899,8 @@ class Run:
         return min(self.steps, self.stop_at)
 
 def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
-    run = Run(chars, *make_optimizers(model, dtype, weight_decay),
-              torch.Generator().manual_seed(seed), copy.deepcopy(model).eval(), max_iters,
-              refit=refit)
+    run = Run(chars, *make_optimizers(model, dtype, weight_decay), copy.deepcopy(model).eval(),
+              max_iters, refit=refit)
     if ckpt:
         load_weights(run.average, ckpt['average'], checkpoint)
         # each optimizer's state, its groups' settings (the rates, the decay) as they are now
@@ -903,7 +908,6 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
             opt.load_state_dict(state | dict(param_groups=opt.state_dict()['param_groups']))
         if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])
-        run.gen.set_state(ckpt['rng'])
         run.step, run.best, run.log = ckpt['step'], ckpt['best'], ckpt['log']
         need(run.step <= max_iters, f'{checkpoint} has trained {run.step} steps already, '
              f'more than --max_iters={max_iters}')
@@ -935,7 +939,7 @@ def save_checkpoint(model, run, unless_within=0):  # never a broken model over a
          f'non-finite by step {run.step}; stopped, {checkpoint} is untouched')
     state = dict(script='gpt.py', model=model.state_dict(), vocab=run.vocab, step=run.step,
                  settings=current(SETTINGS) | dict(max_iters=run.steps),  # (as refitted)
-                 rng=run.gen.get_state(), best=run.best, log=run.log,
+                 best=run.best, log=run.log,
                  optimizers=[o.state_dict() for o in run.optimizers],
                  scaler=run.scaler.state_dict(), average=run.average.state_dict())
     write_atomically(checkpoint, lambda f: torch.save(state, f))

@@ -114,6 +114,24 @@ def test_every_weight_is_in_one_optimizer_at_its_own_rate(monkeypatch):
         assert rate_of(model.head.weight) == pytest.approx(0.003 * fraction), step
 
 
+def test_each_pass_reads_every_window_once(monkeypatch):
+    # a pass reads the text's windows end to end from an offset of its own, each once, in an order of its own;
+    # a step's batch depends on the step alone (a resumed run reads what the stopped one would have)
+    monkeypatch.setattr(gpt, 'block_size', 8)
+    monkeypatch.setattr(gpt, 'batch_size', 5)
+    data = torch.arange(1001)  # each window's first character is where it starts
+    n = (len(data) - 1) // 8 - 1  # windows in a pass: 124
+    starts = torch.cat([gpt.get_batch(data, step)[0][:, 0] for step in range(4 * n // 5)]).tolist()
+    passes = [starts[k * n:(k + 1) * n] for k in range(3)]  # (and a fourth begun)
+    offsets, orders = [one[0] % 8 for one in passes], [[start // 8 for start in one] for one in passes]
+    for one, offset in zip(passes, offsets):
+        assert sorted(one) == [offset + 8 * k for k in range(n)]  # every window once
+    assert orders[0] != sorted(orders[0]) and orders[1] != orders[0]  # shuffled, each pass anew
+    assert len(set(offsets)) > 1  # (where the windows' edges fall)
+    gpt.pass_starts.cache_clear()  # (nothing kept from the steps before)
+    assert gpt.get_batch(data, 7)[0][:, 0].tolist() == starts[35:40]
+
+
 # ---------------------------------------------------------------------- evaluation
 def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     monkeypatch.setattr(gpt, 'block_size', 8)
