@@ -30,6 +30,7 @@ batch_size = 'auto'     # how many sequences per step, in each process?
 max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
 max_passes = 50         # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
+input_noise = 'auto'    # what share of input characters does training replace at random?
 eval_interval = 'auto'  # how many steps between evaluations?
 patience = 0.2          # how much of the run may bring no better val loss? (0: all)
 ema = 0.998             # at most how much of the weights' average does a step keep?
@@ -258,7 +259,10 @@ def train(model, run, train_data, val_data):
         while run.step < run.end:
             set_learning_rates(run)
             x, y = get_batch(train_data, run.step)
-            seed_dropout(run.step)
+            seed_dropout(run.step)  # (and the characters replaced)
+            if input_noise:  # a text seen many times: harder to learn by heart (TUNING.md)
+                replaced = torch.rand(x.shape, device=x.device) < input_noise
+                x = torch.where(replaced, torch.randint_like(x, len(run.vocab)), x)
             with autocast(dtype):
                 loss = net(x, y)
             optimizer_step(model, run, loss)
@@ -437,7 +441,7 @@ SIZES = [  # smallest first
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
 # what a resumed run keeps
-RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'weight_decay', 'eval_interval')
+RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'input_noise', 'weight_decay', 'eval_interval')
 MIN_STEPS = 1000  # with fewer steps, a smaller model wins
 MIN_READ = 0.9  # with fewer characters read per weight of its blocks, a smaller model wins
 MAX_PARAMS = 14  # with more parameters per training character, a smaller model wins
@@ -457,7 +461,7 @@ def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
     precision, why_precision = pick_dtype()
     chosen = given | dict(dtype=precision, log_file=log_path())
     if data is None:  # sampling only
-        return chosen | dict(dropout=0.0), dict(precision=why_precision)
+        return chosen | dict(dropout=0.0, input_noise=0.0), dict(precision=why_precision)
     deadline = started + 0.95 * time_budget
     def seconds_left():  # (the first process's: all plan alike)
         return shared(deadline - time.time())
@@ -521,12 +525,15 @@ def plan_training(n_train, size, given, step_time, seconds, vocab_size):
          '(and end); give more with --time_budget=')
     # more of each as the model could learn the text by heart, up to 0.3: weight decay 0.1 a
     # doubling of the passes from one pass; dropout 0.1 a doubling of the passes times the
-    # parameters per training character from 64, in tenths (a little costs a CPU as much as more)
+    # parameters per training character from 64, in tenths (a little costs a CPU as much as more);
+    # from there on, 5% of the input characters replaced
     passes = steps * tokens / n_train
     by_heart = passes * parameters(size, vocab_size) / n_train / 64
     decay = given.get('weight_decay', round(min(0.3, 0.1 * math.log2(max(1, passes))), 2))
     drop = given.get('dropout', round(min(0.3, 0.1 * math.log2(max(1, by_heart))), 1))
-    return dict(max_iters=steps, dropout=drop, weight_decay=decay, eval_interval=every)
+    noise = given.get('input_noise', 0.05 if by_heart >= 1 else 0.0)
+    return dict(max_iters=steps, dropout=drop, input_noise=noise, weight_decay=decay,
+                eval_interval=every)
 
 def evaluation_interval(n_train, tokens):  # ten times what an evaluation reads is trained between
     return max(1, round(10 * min(n_train // 9, eval_chars) / tokens))
@@ -611,10 +618,12 @@ def current(names):  # these settings' values now
 NAMES = list(globals())  # the settings: input_file to sample_file
 SETTINGS = current(NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1])
 # the types of the settings the plan chooses, where given
-CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict(dropout=float, weight_decay=float)
+CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict.fromkeys(
+    ('dropout', 'input_noise', 'weight_decay'), float)
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
-BELOW = dict(dropout=1, ema=1, patience=1, seed=2 ** 63)  # the rest: from 0 to below 1e30
+# the rest: from 0 to below 1e30
+BELOW = dict(dropout=1, input_noise=1, ema=1, patience=1, seed=2 ** 63)
 
 class Bad(ValueError):
     """Bad input, or what this machine cannot do: one line and exit status 2."""
@@ -740,8 +749,8 @@ def announce(model, chars, why, data):  # the start lines
         most = ' (max_passes: more would only memorise it)' * (passes > max_passes - 0.5)
         say(f'model {describe(globals())}: {why["model"]}',
             f'training {max_iters} steps: {passes:.1f} passes over {n_train:,} characters'
-            f'{most}, dropout {dropout}, weight decay {weight_decay}, evaluating every '
-            f'{eval_interval} steps')
+            f'{most}, dropout {dropout}, input noise {input_noise}, weight decay {weight_decay}, '
+            f'evaluating every {eval_interval} steps')
     say('settings: ' + ' '.join(f'{k}={globals()[k]!r}' for k in SETTINGS))
 
 def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every process agrees)

@@ -100,13 +100,14 @@ def test_what_is_evaluated_and_kept_is_the_weights_running_average(text_file, tm
 def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
     # random letters are over-trained at once: by step 40 the val loss has turned, and the best model (step 30) is
     # older than the run. A stop at 40 must save the run as it stands (evaluated at 40, as the whole run is), not
-    # the best model, or the resumed run goes on from older weights; with dropout, which must resume too.
+    # the best model, or the resumed run goes on from older weights; with dropout and input noise, which must resume
+    # too.
     rng = torch.Generator().manual_seed(0)
     path = tmp_path / 'noise.txt'
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
     common = [f'--input_file={path}', '--num_chars=0', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32',
-              '--batch_size=16', '--max_iters=60', '--dropout=0.2', '--warmup_iters=5', '--eval_interval=10',
-              '--log_interval=1', '--patience=0']  # (patience would end it at 40)
+              '--batch_size=16', '--max_iters=60', '--dropout=0.2', '--input_noise=0.1', '--warmup_iters=5',
+              '--eval_interval=10', '--log_interval=1', '--patience=0']  # (patience would end it at 40)
     whole = run('gpt.py', *common, f'--checkpoint={tmp_path / "whole.pt"}')
     first = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=40')
     second = run('gpt.py', *common, f'--checkpoint={tmp_path / "split.pt"}', '--resume=True')

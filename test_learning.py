@@ -10,7 +10,7 @@ import math, sys
 import pytest
 import torch
 import torch.nn.functional as F
-from test_smoke import ROOT
+from test_smoke import ROOT, train_in_process
 
 sys.path.insert(0, str(ROOT))
 import gpt  # noqa: E402
@@ -171,6 +171,21 @@ def test_dropout_zeroes_its_share_and_keeps_the_mean(monkeypatch, p):
     assert abs((dropped == 0).float().mean() - p) < 0.005  # about 5 standard errors
     assert abs(dropped.mean() - 1) < 0.01 and torch.allclose(dropped.unique(), torch.tensor([0, 1 / (1 - p)]))
     assert gpt.drop(x, 0.0) is x
+
+
+@pytest.mark.parametrize('p', [0.0, 0.3])
+def test_training_replaces_its_share_of_the_input_characters(p, monkeypatch, tmp_path):
+    # a text seen many times is harder to learn by heart where some characters are replaced at random: in the
+    # inputs only, so each window's input, one character on, still matches its targets except where replaced
+    seen, forward = [], gpt.GPT.forward
+    def record(model, idx, targets=None, **kwargs):
+        if model.training:
+            seen.append((idx[:, 1:] != targets[:, :-1]).float().mean())
+        return forward(model, idx, targets, **kwargs)
+    monkeypatch.setattr(gpt.GPT, 'forward', record)
+    train_in_process(monkeypatch, tmp_path, input_noise=p, max_iters=50)
+    # replaced by one of the 12 characters: another with probability 11/12 (about 4 standard errors)
+    assert len(seen) == 50 and abs(sum(seen) / 50 - p * 11 / 12) < 0.05
 
 
 # ---------------------------------------------------------------------- sampling

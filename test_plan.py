@@ -21,7 +21,7 @@ def machine(monkeypatch):
         return gpt.work(size) / machine.rate
     machine.rate, machine.timed = 1e10, timed
     monkeypatch.setattr(gpt, 'time_step', time_step)
-    for name in NAMES + ('max_iters', 'dropout', 'weight_decay', 'eval_interval'):
+    for name in NAMES + ('max_iters', 'dropout', 'input_noise', 'weight_decay', 'eval_interval'):
         monkeypatch.setattr(gpt, name, 'auto')
     return machine
 
@@ -135,18 +135,22 @@ def test_dropout_and_weight_decay_follow_the_passes_and_the_model(machine, monke
     assert {k: settings[k] for k in NAMES} == size and machine.timed[-2:] == gpt.SIZES[2:4]  # (the next too slow)
     # 2.6M parameters, 4.6 a training character: 8 to 12.5 passes are below 64, no dropout
     assert 8 <= settings['max_iters'] * 12 * 256 / n_train < 12.5 and settings['dropout'] == 0.0
+    assert settings['input_noise'] == 0.0
     assert settings['weight_decay'] == 0.3  # (0.1 a doubling from one pass, up to 0.3 at 8 passes)
     twenty = gpt.plan_training(450_000, size, {}, 0.1, 300.0, 65)  # about 20 passes: 116
     assert 16 < twenty['max_iters'] * 12 * 256 / 450_000 < 25 and twenty['dropout'] == 0.1
+    assert twenty['input_noise'] == 0.05  # (from 64 on, as dropout)
     assert gpt.plan_training(100_000, size, {}, 0.1, 300.0, 65)['dropout'] == 0.3  # 40 passes and more
     # the same 14 passes over 225,000 characters: the 4 x 192 could learn them by heart, the 3 x 128
     # (1.1M parameters, 4.9 a character: 69) hardly
     small = dict(zip(NAMES, gpt.SIZES[0]))
     fourteen = [gpt.plan_training(225_000, s, dict(max_iters=1028), 0.1, 300.0, 62) for s in (size, small)]
     assert [plan['dropout'] for plan in fourteen] == [0.1, 0.0]
+    assert [plan['input_noise'] for plan in fourteen] == [0.05, 0.05]  # (69: a few characters replaced)
     large = gpt.plan_training(5_000_000, size, {}, 0.1, 300.0, 65)  # fewer than 8: about 1.8 passes
     passes = large['max_iters'] * 12 * 256 / 5_000_000
-    assert large['dropout'] == 0.0 and large['weight_decay'] == round(0.1 * math.log2(passes), 2) > 0
+    assert large['dropout'] == large['input_noise'] == 0.0
+    assert large['weight_decay'] == round(0.1 * math.log2(passes), 2) > 0
     seen_once = gpt.plan_training(50_000_000, size, {}, 0.1, 300.0, 65)  # a fraction of a pass: none
     assert seen_once['weight_decay'] == 0.0
     assert why['refit']['planned'] == pytest.approx(0.15)  # (the steps are fitted to the step as it runs)

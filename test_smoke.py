@@ -76,7 +76,7 @@ def train_in_process(monkeypatch, tmp_path, **settings):
     sys.path.insert(0, str(ROOT))
     import gpt
     tiny = dict(device='cpu', dtype='float32', patience=0.0, block_size=8, batch_size=4, max_iters=12,
-                weight_decay=0.1, eval_interval=1000, log_interval=1000, log_file='', checkpoint=str(tmp_path / 'gpt.pt'))
+                input_noise=0.0, weight_decay=0.1, eval_interval=1000, log_interval=1000, log_file='', checkpoint=str(tmp_path / 'gpt.pt'))
     for name, value in {**tiny, **settings}.items():
         monkeypatch.setattr(gpt, name, value)
     torch.manual_seed(0)
@@ -399,19 +399,20 @@ def test_the_text_decides_what_was_left_to_it(text_file, tmp_path):
     n_train = int(0.9 * len(text_file.read_text(encoding='utf-8')))
     steps = math.ceil(7 * n_train / (16 * 32))  # the passes decide, not the budget
     plan = re.search(r'^training (\d+) steps: ([\d.]+) passes over ([\d,]+) characters \(max_passes: more would '
-                     r'only memorise it\), dropout ([\d.]+), weight decay ([\d.]+), evaluating every (\d+) steps$',
+                     r'only memorise it\), dropout ([\d.]+), input noise ([\d.]+), weight decay ([\d.]+), '
+                     r'evaluating every (\d+) steps$',
                      out.stdout, re.M)
     passes = steps * 16 * 32 / n_train
     assert plan and int(plan[1]) == steps and plan[3] == f'{n_train:,}' and float(plan[2]) == round(passes, 1)
-    assert float(plan[4]) == 0.0 and float(plan[5]) == round(0.1 * math.log2(passes), 2)  # (test_plan.py)
-    assert int(plan[6]) == round(10 * n_train / 9 / (16 * 32))  # after 10 val splits' worth of training
+    assert float(plan[4]) == float(plan[5]) == 0.0 and float(plan[6]) == round(0.1 * math.log2(passes), 2)
+    assert int(plan[7]) == round(10 * n_train / 9 / (16 * 32))  # after 10 val splits' worth of training
     assert f'max_iters={steps} ' in out.stdout and f'dropout={plan[4]} ' in out.stdout  # passing them back repeats
     assert re.findall(r'^step (\d+)/', out.stdout, re.M)[-1] == str(steps)
     # the values it printed, passed back: the same run, loss for loss, with nothing timed
     again = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--num_chars=0',
                 *[a for a in TINY['gpt.py'] if not a.startswith(('--max_iters', '--eval_interval'))],
-                f'--max_iters={plan[1]}', f'--dropout={plan[4]}', f'--weight_decay={plan[5]}',
-                f'--eval_interval={plan[6]}')
+                f'--max_iters={plan[1]}', f'--dropout={plan[4]}', f'--input_noise={plan[5]}',
+                f'--weight_decay={plan[6]}', f'--eval_interval={plan[7]}')
     assert again.returncode == 0 and 'as given' in again.stdout, again.stderr
     assert step_losses(again.stdout) == step_losses(out.stdout) and final_losses(again.stdout) == final_losses(out.stdout)
 
