@@ -622,7 +622,7 @@ CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict.fromkeys(
     ('dropout', 'input_noise', 'weight_decay'), float)
 POSITIVE = ('time_budget', 'max_passes', 'eval_chars', 'log_interval', 'max_iters',
             'eval_interval', *SIZE_NAMES)
-# the rest: from 0 to below 1e30
+# upper bounds (the rest: from 0 to below 1e30)
 BELOW = dict(dropout=1, input_noise=1, ema=1, patience=1, seed=2 ** 63)
 
 class Bad(ValueError):
