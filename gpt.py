@@ -461,7 +461,7 @@ def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
     precision, why_precision = pick_dtype()
     chosen = given | dict(dtype=precision, log_file=log_path())
     if data is None:  # sampling only
-        return chosen | dict(dropout=0.0, input_noise=0.0), dict(precision=why_precision)
+        return chosen | dict(dropout=0.0), dict(precision=why_precision)
     deadline = started + 0.95 * time_budget
     def seconds_left():  # (the first process's: all plan alike)
         return shared(deadline - time.time())

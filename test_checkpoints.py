@@ -100,8 +100,8 @@ def test_what_is_evaluated_and_kept_is_the_weights_running_average(text_file, tm
 def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
     # random letters are over-trained at once: by step 40 the val loss has turned, and the best model (step 30) is
     # older than the run. A stop at 40 must save the run as it stands (evaluated at 40, as the whole run is), not
-    # the best model, or the resumed run goes on from older weights; with dropout and input noise, which must resume
-    # too.
+    # the best model, or the resumed run goes on from older weights; with dropout and input noise, which must
+    # resume too.
     rng = torch.Generator().manual_seed(0)
     path = tmp_path / 'noise.txt'
     path.write_text(''.join('abcdefgh \n'[i] for i in torch.randint(10, (6000,), generator=rng)), encoding='utf-8')
