@@ -918,8 +918,8 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
         if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])
         run.step, run.best, run.log = ckpt['step'], ckpt['best'], ckpt['log']
-        need(run.step <= max_iters, f'{checkpoint} has trained {run.step} steps already, '
-             f'more than --max_iters={max_iters}')
+        need(run.step < max_iters, f'{checkpoint} has trained {run.step} steps already: '
+             f'--max_iters={max_iters} leaves none to train')
     run.stop_at = run.step + stop_after if stop_after else math.inf
     run.began = time.time() - float(run.log[-1]['seconds'] if run.log else 0)
     return run

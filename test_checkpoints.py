@@ -26,7 +26,8 @@ def assert_clear_error(out, *fragments):
 def trained(tmp_path_factory, text_file):
     """One tiny trained checkpoint per script, shared by the tests that only read it (and by pytest-xdist's
     workers: the first one trains, under a lock, and the others find its files)."""
-    folder = tmp_path_factory.getbasetemp().parent / 'trained'  # (the workers' common folder)
+    base = tmp_path_factory.getbasetemp()  # (under xdist a worker's, in the session's folder)
+    folder = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'trained'
     with FileLock(f'{folder}.lock'):  # (filelock comes with torch)
         if not (folder / 'done').is_file():
             folder.mkdir(exist_ok=True)
@@ -244,12 +245,12 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('script', ['gpt.py'])  # (bigram.py has no resume: a run takes seconds)
-def test_resume_refuses_fewer_steps_than_it_has_trained(script, workdir, text_file):
+@pytest.mark.parametrize('steps', [40, 60])  # fewer than it has trained, or as many: finished
+def test_resume_refuses_no_more_steps_than_it_has_trained(steps, workdir, text_file):
     before = snapshot(workdir)  # the trained checkpoint has taken 60 steps
-    out = run(script, f'--input_file={text_file}', f'--checkpoint={workdir / CKPT_NAME[script]}',
-              '--resume=True', *TINY[script], '--max_iters=40')
-    assert_clear_error(out, 'has trained 60 steps already, more than --max_iters=40')
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}',
+              '--resume=True', *TINY['gpt.py'], f'--max_iters={steps}')
+    assert_clear_error(out, f'has trained 60 steps already: --max_iters={steps} leaves none')
     assert snapshot(workdir) == before
 
 
