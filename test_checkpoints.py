@@ -317,7 +317,8 @@ def test_evaluations_save_at_most_once_a_minute(tmp_path, monkeypatch):
     assert torch.load(tmp_path / 'gpt.pt', weights_only=True)['step'] == 6
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])  # (a scheduler's)
+def test_ctrl_c_saves_a_checkpoint_and_says_where(sig, tmp_path, text_file):
     ckpt = tmp_path / 'gpt.pt'
     args = [f'--input_file={text_file}', f'--checkpoint={ckpt}', *TINY['gpt.py'], '--max_iters=100000',
             '--log_interval=1', '--device=cpu']
@@ -326,7 +327,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_where(tmp_path, text_file):
     for line in proc.stdout:  # wait until training is under way
         if line.startswith('step 3/'):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     step = int(re.search(r'interrupted at step (\d+): checkpoint saved to (.*)$', stdout, re.M)[1])
