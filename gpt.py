@@ -7,7 +7,7 @@ In a notebook: paste this file into a cell and run it, or: import gpt; gpt.main(
 import ast, collections, contextlib, copy, csv, dataclasses, functools, io, math, os
 import signal, sys, threading, time, timeit, warnings
 IMPORTED = time.time()  # run as a program, the budget counts from here
-warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (gpt.py needs no NumPy)
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'gpt.py')))  # 
 # ------------------------ settings, each as --name=value (plan, below the banner, chooses 'auto')
 input_file = os.path.join(HERE, 'input.txt')  # the text to train on; fetched if missing
 checkpoint = os.path.join(HERE, 'gpt.pt')  # written at evaluations and at the end
-log_file = 'auto'       # where do the losses go, as CSV? (auto: gpt.csv; '': none)
+log_file = 'auto'       # where do the losses go, as CSV? (auto: the checkpoint's, .csv)
 resume = False          # go on training from the checkpoint?
 sample_only = False     # only load the checkpoint and generate?
 time_budget = 300.0     # how many seconds may the run take, start to sample?
@@ -33,7 +33,7 @@ dropout = 'auto'        # what share of activations is dropped in training?
 input_noise = 'auto'    # what share of input characters does training replace at random?
 eval_interval = 'auto'  # how many steps between evaluations?
 patience = 0.2          # how much of the run may bring no better val loss? (0: all)
-ema = 0.998             # at most how much of the weights' average does a step keep?
+ema = 0.998             # at most how much of the weights' average (EMA) does a step keep?
 eval_chars = 250_000    # at most how many characters does an evaluation read?
 stop_after = 0          # stop after this many steps, and save? (0: never)
 warmup_iters = 100      # how many steps of linear learning-rate warm-up?
@@ -49,7 +49,7 @@ seed = 1337             # seeds the weights, the batches and the sample
 device = ('cuda' if torch.cuda.is_available() else  # where to train?
           'mps' if torch.backends.mps.is_available() else 'cpu')
 dtype = 'auto'          # the matmuls' precision? (auto: the fastest here)
-prompt = ''             # what does the sample continue? ('': the first character)
+prompt = ''             # what does the sample continue? ('': the vocabulary's first)
 num_chars = 500         # how many characters to generate?
 temperature = 1.0       # <1 more conservative, >1 wilder, 0 the likeliest
 top_k = 0               # sample among the k likeliest only (0: all)
@@ -59,7 +59,7 @@ sample_file = ''        # also write the sample to this file
 Config = collections.namedtuple(
     'Config', 'vocab_size n_layer n_head n_embd block_size pair_rows dropout')
 
-def rotate(x, cos, sin):  # rotary positions: channel pairs turned by position
+def rotate(x, cos, sin):  # rotary positions: channels i and i + hs/2 turned by position
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
@@ -78,25 +78,25 @@ class CausalSelfAttention(nn.Module):
         # QK-norm: each head's queries and keys are normed, so that no update blows up the scores;
         # then turned by position, and back to the values' precision (autocast norms in float32)
         q, k = rotate(norm(qkv[:2]), cos, sin).type_as(v)
-        if cache is not None:  # sampling: this layer's keys and values so far
+        if cache is not None:  # sampling: [] (a new window) or this layer's k, v so far
             if cache:
                 k, v = torch.cat((cache[0], k), 2), torch.cat((cache[1], v), 2)
             cache[:] = k, v
-        y = attention(q, k, v, p)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # the heads side by side
+        y = attention(q, k, v, p)  # (B, nh, T, hs): the lecture's masked softmax
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C): heads side by side
 
 class SwiGLU(nn.Module):
-    """The MLP: half of its units gate the other half (better than GELU here; TUNING.md)."""
+    """The lecture's feed-forward, SiLU(gate) * value for its ReLU (beat GELU; TUNING.md)."""
     def __init__(self, config):
         super().__init__()
-        C, hidden = config.n_embd, 8 * config.n_embd // 3  # (the 4x MLP's weights)
+        C, hidden = config.n_embd, 8 * config.n_embd // 3  # (as many weights as C -> 4C -> C)
         self.up, self.down = nn.Linear(C, 2 * hidden, bias=False), nn.Linear(hidden, C, bias=False)
 
     def forward(self, x):
         gate, value = self.up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * value)
 
-def norm(x):  # learned gains did not help
+def norm(x):  # LayerNorm without gains or biases (they did not help)
     return F.layer_norm(x, x.shape[-1:])
 
 class Block(nn.Module):
@@ -105,7 +105,7 @@ class Block(nn.Module):
         super().__init__()
         self.attn, self.mlp = CausalSelfAttention(config), SwiGLU(config)
 
-    def forward(self, x, cos, sin, cache, p):  # p: dropout's
+    def forward(self, x, cos, sin, cache, p):  # p: dropout's probability (0 evaluating)
         x = x + drop(self.attn(norm(x), cos, sin, cache, p), p)
         return x + drop(self.mlp(norm(x)), p)
 
@@ -116,8 +116,8 @@ class GPT(nn.Module):
         self.config = config
         V, C = config.vocab_size, config.n_embd
         self.embed = nn.Embedding(V, C)
-        # each character with the one before it: what a trigram counts, there from the start
-        rows = min(config.pair_rows, (V + 1) * V)  # or shared past pair_rows
+        # a row for each character with the one before it (V: none): what a trigram counts
+        rows = min(config.pair_rows, (V + 1) * V)  # (past pair_rows, pairs share rows)
         self.pairs = nn.Embedding(rows, C) if rows else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.head = nn.Linear(C, V, bias=False)
@@ -130,7 +130,7 @@ class GPT(nn.Module):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
         cos, sin = angles.cos(), angles.sin()
-        x = self.embed(idx)  # (B, T, C)
+        x = self.embed(idx)  # (B, T, C); positions: rotate, in attention
         if self.pairs:  # the character before each
             V = self.config.vocab_size
             first = torch.full_like(idx[:, :1], V) if before is None else before
@@ -140,14 +140,15 @@ class GPT(nn.Module):
         for block, cache in zip(self.blocks, caches or [None] * len(self.blocks)):
             x = block(x, cos, sin, cache, p)
         logits = self.head(norm(x))  # (B, T, vocab)
-        if targets is None:
+        if targets is None:  # sampling: the logits; training: the loss alone
             return logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     @torch.inference_mode()
     def generate(self, idx, n, temperature=1.0, top_k=0, use_cache=True):  # (1, T) -> (1, T + n)
         # each character is predicted as in training, from at most block_size: a cache cannot slide
-        # (above layer 1 its keys hold characters that left), so a full window restarts from half
+        # (above layer 1 its keys hold characters that left), so a full window restarts from its
+        # last half, with a new cache
         T, caches = self.config.block_size, None
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         for _ in range(n):
@@ -156,7 +157,7 @@ class GPT(nn.Module):
             if caches:  # one new position, added to the cache
                 at = idx.size(1) - 1 - begin
                 logits = self(idx[:, -1:], caches=caches, start=at, before=idx[:, -2:-1])
-            else:  # the window afresh (no cache: every time)
+            else:  # a new window (use_cache=False: every step)
                 caches = [[] for _ in self.blocks] if use_cache else None
                 logits = self(idx[:, begin:], caches=caches)
             idx = torch.cat((idx, pick_next(logits[:, -1].float(), temperature, top_k)), dim=1)
@@ -165,24 +166,24 @@ class GPT(nn.Module):
 def pick_next(logits, temperature, top_k):  # (B, vocab) -> (B, 1)
     if temperature < torch.finfo(logits.dtype).tiny:  # 0, or as good as 0
         return logits.argmax(-1, keepdim=True)
-    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (no inf / inf)
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature  # (max 0: no overflow)
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
-# --------------------------- the data (read_data, below the banner, makes each character its place)
+# ---------------------------- the data (read_data, below the banner: the text as vocabulary places)
 def windows(data, starts):  # (B, T) and what follows each
     xy = data[to_device(starts[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
 
-def get_batch(data, step):  # every window once a pass; each process its share of the draws
+def get_batch(data, step):  # every window once a pass, shuffled; each process its share
     n = (len(data) - 1) // block_size - 1  # windows in a pass, end to end from its offset
     draws = step * batch_size * WORLD + torch.arange(batch_size * WORLD)  # (every process's)
     starts = [pass_starts(i // n, n, seed, block_size)[i % n] for i in draws.tolist()]
     return windows(data, torch.stack(starts[RANK::WORLD]))
 
-@functools.lru_cache(maxsize=2)  # (a batch reads one pass or two; all it reads is its key)
+@functools.lru_cache(maxsize=2)  # (a batch spans one pass or two; its arguments say it all)
 def pass_starts(p, n, seed, T):  # pass p's windows: an offset and an order drawn for it alone
     gen = torch.Generator().manual_seed(hash((seed, p)))  # (ints hash alike in every process)
     return torch.randint(T, (), generator=gen) + T * torch.randperm(n, generator=gen)
@@ -193,15 +194,15 @@ def eval_windows(data):  # the split's windows' starts
     return torch.linspace(0, n - 1, read).round().long() * block_size
 
 @torch.no_grad()
-def split_loss(model, data):  # mean cross-entropy, windows end to end
-    starts = eval_windows(data)  # (or eval_chars' worth)
+def split_loss(model, data):  # the lecture's estimate_loss, on fixed windows
+    starts = eval_windows(data)  # end to end, or eval_chars' worth evenly spread
     # each process its share (maybe none), in training's batches (they stay in a CPU's cache)
     batches = starts[RANK::WORLD].split(batch_size)
     model.eval()
     with autocast(dtype):
         total = sum(model(*windows(data, batch)) * len(batch) for batch in batches if len(batch))
     model.train()
-    loss = shared(float(total), add=True) / len(starts)  # (one wait)
+    loss = shared(float(total), add=True) / len(starts)  # (float: the one wait for the device)
     need(math.isfinite(loss), f'the loss became {loss} in an evaluation; stopped, the last '
          'checkpoint is untouched')
     return loss
@@ -235,7 +236,7 @@ def optimizer_step(model, run, loss):  # backward, and every optimizer steps
     run.scaler.update()  # (float16: halves after an overflow)
 
 @torch.no_grad()
-def update_average(run, model):  # a smoother model
+def update_average(run, model):  # a smoother model: the one evaluated
     keep = min(ema, (1 + run.step) / (10 + run.step))  # (about the last tenth of the steps)
     for mean, p in zip(run.average.parameters(), model.parameters()):
         mean.lerp_(p, 1 - keep)
@@ -269,7 +270,7 @@ def train(model, run, train_data, val_data):
             run.step += 1
             update_average(run, model)
             # the rest is diagnostics, in every process: progress lines, stopping, evaluations
-            stopping = check_in(run, loss, stop)  # (and refit)
+            stopping = check_in(run, loss, stop)  # (and refits the steps to the time)
             if run.step % eval_interval == 0 and run.step < run.steps:
                 evaluate(run, val_data)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
@@ -280,12 +281,12 @@ def train(model, run, train_data, val_data):
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
 
-def finish(model, run, train_data, val_data):  # the final line
+def finish(model, run, train_data, val_data):  # the model kept, the final line, saved
     ends = {split_loss(m, val_data): m for m in (model, run.average)}  # (an average lags)
     val_loss = min(ends)  # (the last weights, or their average)
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
-    if val_loss > best_val:  # past the turn: the best evaluated is kept
+    if val_loss > best_val:  # worse than at its best: the best evaluated is kept
         say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
         model.load_state_dict(best_weights)
         val_loss = best_val
@@ -314,12 +315,12 @@ def main(args=None):  # args as on the command line; None: sys.argv
         started = start(args)  # settings, output, device, processes
         ckpt = read_checkpoint(checkpoint) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
-        encode(chars, prompt)  # (said before training, if it cannot be)
+        encode(chars, prompt)  # (a prompt it cannot encode fails now, not after training)
         choices, why = plan(len(chars), data, ckpt, started)
         globals().update(choices)  # every 'auto' setting chosen: read-only now
         torch.manual_seed(seed)
         model = GPT(config(globals(), len(chars))).to(device)
-        if ckpt:  # sampling: the best evaluated model
+        if ckpt:  # resume: the last weights; sample: the run's (stopped early: best)
             weights, note = best_weights(ckpt) if sample_only else (ckpt['model'], '')
             load_weights(model, weights, checkpoint)
             say(note)
@@ -332,7 +333,7 @@ def main(args=None):  # args as on the command line; None: sys.argv
             if run.step == run.steps:  # (a run that has ended)
                 with stop_signals():  # (Ctrl-C waits for the end's evaluations and save)
                     finish(model, run, train_data, val_data)
-        if RANK == 0:  # (and to sample_file)
+        if RANK == 0:  # (show: also to sample_file)
             show(sample(model.eval(), chars, prompt, num_chars, temperature, top_k))
         end_processes()
 
