@@ -126,6 +126,7 @@ class GPT(nn.Module):
             nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer) if small else 0.02)
 
     def forward(self, idx, targets=None, caches=None, start=0, before=None):  # idx (B, T)
+        # (a cached step: idx is at position start of its window, and before is the character before)
         hs = self.config.n_embd // self.config.n_head  # rotary angles (T, hs/2):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
@@ -133,7 +134,7 @@ class GPT(nn.Module):
         x = self.embed(idx)  # (B, T, C); positions: rotate, in attention
         if self.pairs:  # the character before each
             V = self.config.vocab_size
-            first = torch.full_like(idx[:, :1], V) if before is None else before
+            first = torch.full_like(idx[:, :1], V) if before is None else before  # (V: none)
             previous = torch.cat((first, idx[:, :-1]), dim=1)  # (B, T)
             x = x + self.pairs((previous * V + idx) % self.pairs.num_embeddings)
         p = self.config.dropout if self.training else 0.0
