@@ -153,11 +153,13 @@ def test_sampling_a_stopped_run_takes_its_best_model(tmp_path):
 def test_resume_in_another_precision(before, after, text_file, tmp_path):
     # a checkpoint written on a CPU or an A100 (no loss scaling) goes on on a T4 (float16, scaled), and back
     common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--max_iters=20',
-              f'--checkpoint={tmp_path / "gpt.pt"}']
+              f'--checkpoint={tmp_path / "gpt.pt"}', '--log_interval=1']
     assert run('gpt.py', *common, f'--dtype={before}', '--stop_after=8').returncode == 0
     out = run('gpt.py', *common, f'--dtype={after}', '--resume=True')
     assert out.returncode == 0 and out.stderr == '', out.stderr
-    assert torch.load(tmp_path / 'gpt.pt', weights_only=True)['step'] == 20
+    assert [s for s, _ in step_losses(out.stdout)] == [str(i) for i in range(9, 21)]  # went on
+    ckpt = torch.load(tmp_path / 'gpt.pt', weights_only=True)
+    assert ckpt['step'] == 20 and [row['step'] for row in ckpt['log'][:8]] == list(range(1, 9))
 
 
 def test_loss_scaling_backs_off_skips_the_step_and_resumes(tmp_path, monkeypatch):
@@ -287,6 +289,16 @@ def test_bigram_samples_from_its_checkpoint_with_a_prompt(workdir, text_file):
     assert first.startswith('to be') and len(first) == 66 and set(first) <= set(text_file.read_text())
     assert first == again != other  # drawn by the seed
     assert 'final:' not in outs[0].stdout and snapshot(workdir) == before  # nothing trained, nothing written
+
+
+def test_bigram_samples_what_its_table_says():
+    # each row gives the next character: a table whose rows each make one successor all but certain draws a chain
+    sys.path.insert(0, str(ROOT))
+    import bigram
+    model = bigram.Bigram(5)
+    with torch.no_grad():
+        model.weight.fill_(-1e4)[torch.arange(5), (torch.arange(5) + 2) % 5] = 1e4  # a -> c, b -> d, ...
+    assert bigram.sample(model, 'abcde', 'b', 6) == 'bdacebd'
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

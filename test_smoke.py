@@ -261,7 +261,6 @@ def lone_script(folder, url, script):  # a copy of the script that fetches from 
     return folder / script  # (run there, its files go there)
 
 
-@pytest.mark.skipif(not SHARED_TEXT.is_file(), reason='../shared/input.txt (Tiny Shakespeare) is not here')
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_a_byte_order_mark_is_not_a_character_of_the_text(script, text_file, tmp_path, monkeypatch):
     # Windows' Notepad starts a UTF-8 file with one (U+FEFF): the text begins after it
@@ -534,12 +533,27 @@ LOG = 'step,seconds,characters,lr,train_loss,val_loss,best_val_loss\n10,1.0,100,
 
 def test_bench_draws_a_log(tmp_path):
     pytest.importorskip('matplotlib')  # (a test-only help for bench.py's drawing; the scripts never need it)
-    (tmp_path / 'run.csv').write_text(LOG)
-    out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), 'plot', str(tmp_path / 'run.csv'),
-                          '--reference=1.7008:n-gram'], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    png = (tmp_path / 'run.png').read_bytes()
-    assert png.startswith(b'\x89PNG') and len(png) > 10_000
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+    def draw(folder, log, *args):  # the PNG's pixels (H, W, 3), and its bytes
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / 'run.csv').write_text(log)  # (the title is the log's name: the same in each)
+        out = subprocess.run([sys.executable, str(ROOT / 'bench.py'), 'plot', str(tmp_path / folder / 'run.csv'),
+                              *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return imread(tmp_path / folder / 'run.png')[..., :3], (tmp_path / folder / 'run.png').read_bytes()
+    def pixels(image, color):  # how many are this color
+        return int((abs(image - to_rgb(color)).max(-1) < 0.05).sum())
+    header, *rows = LOG.splitlines(True)
+    no_val = header + ''.join(row for row in rows if not row.split(',')[5])  # the progress rows only
+    whole, whole_png = draw('run', LOG, '--reference=1.7008:n-gram')
+    plain, plain_png = draw('plain', LOG)
+    train_only, _ = draw('train', no_val, '--reference=1.7008:n-gram')
+    assert whole_png.startswith(b'\x89PNG') and whole_png != plain_png  # the reference drawn
+    for color in ('tab:blue', 'tab:orange', 'tab:red'):  # train, val, the best val's star
+        assert pixels(whole, color) > 20 and pixels(plain, color) > 20, color
+    assert pixels(train_only, 'tab:blue') > 20  # and no val curve, no star
+    assert pixels(train_only, 'tab:orange') == pixels(train_only, 'tab:red') == 0
 
 
 @pytest.mark.parametrize('args', [['plot', 'run.csv', '--reference=abc:x'], ['plot', 'run.csv', '--reference=1.2.3'],
