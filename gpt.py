@@ -126,7 +126,7 @@ class GPT(nn.Module):
             nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer) if small else 0.02)
 
     def forward(self, idx, targets=None, caches=None, start=0, before=None):  # idx (B, T)
-        # (a cached step: idx is at position start of its window, and before is the character before)
+        # (a cached step: idx is at position start of its window, after the character before)
         hs = self.config.n_embd // self.config.n_head  # rotary angles (T, hs/2):
         freqs = 10000.0 ** -(torch.arange(0, hs, 2, device=idx.device) / hs)
         angles = torch.arange(start, start + idx.size(1), device=idx.device)[:, None] * freqs
@@ -297,6 +297,7 @@ def finish(model, run, train_data, val_data):  # the model kept, the final line,
     say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}'
         f'{part if read < len(val_data) - block_size else ""}')
     log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
+    run.ended = True
     save_checkpoint(model, run)
     say(f'saved {checkpoint}')
 
@@ -861,8 +862,8 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad
     origin = ckpt.get('script') if isinstance(ckpt, dict) else None
     need(origin == 'gpt.py', f'{path} is not a gpt.py checkpoint '
          f'(it comes from {origin or "something else"})')
-    need(set(SETTINGS) <= set(ckpt.get('settings', ())), f'{path} comes from an earlier version of '
-         'gpt.py, which this one does not read: train it again')
+    need(set(SETTINGS) <= set(ckpt.get('settings', ())) and 'ended' in ckpt, f'{path} comes '
+         'from an earlier version of gpt.py, which this one does not read: train it again')
     return ckpt
 
 def load_weights(model, weights, path):  # one line where they do not fit
@@ -872,9 +873,9 @@ def load_weights(model, weights, path):  # one line where they do not fit
         raise Bad(f'{path} holds weights that do not fit this model '
                   '(from another version of gpt.py?)') from e
 
-def best_weights(ckpt):  # the one reported; stopped early: the best
+def best_weights(ckpt):  # the one its end reported; not ended: the best evaluated
     val, step, weights = ckpt['best']
-    if weights is None or ckpt['step'] >= ckpt['settings']['max_iters']:
+    if weights is None or ckpt['ended']:
         return ckpt['model'], ''
     return weights, (f'sampling the best model of that run: step {step} of '
                      f'{ckpt["step"]}, val loss {val:.4f}')
@@ -904,6 +905,7 @@ class Run:
     ticked: tuple = (0.0, 0)  # the last progress line's time and step
     saved: float = -math.inf  # when the checkpoint was last written
     refit: dict = None  # see refit
+    ended: bool = False  # finish has kept its model and said its final line
 
     @property
     def end(self):  # the step this run stops at
@@ -920,8 +922,10 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
         if ckpt['scaler']:  # (empty: another precision)
             run.scaler.load_state_dict(ckpt['scaler'])
         run.step, run.best, run.log = ckpt['step'], ckpt['best'], ckpt['log']
-        need(run.step < max_iters, f'{checkpoint} has trained {run.step} steps already: '
-             f'--max_iters={max_iters} leaves none to train')
+        need(not ckpt['ended'], f'{checkpoint} holds a run that has ended: sample it with '
+             '--sample_only=True, or train a new one')
+        need(run.step <= max_iters, f'{checkpoint} has trained {run.step} steps already, '
+             f'more than --max_iters={max_iters}')
     run.stop_at = run.step + stop_after if stop_after else math.inf
     run.began = time.time() - float(run.log[-1]['seconds'] if run.log else 0)
     return run
@@ -950,7 +954,7 @@ def save_checkpoint(model, run, unless_within=0):  # never a broken model over a
          f'non-finite by step {run.step}; stopped, {checkpoint} is untouched')
     state = dict(script='gpt.py', model=model.state_dict(), vocab=run.vocab, step=run.step,
                  settings=current(SETTINGS) | dict(max_iters=run.steps),  # (as refitted)
-                 best=run.best, log=run.log,
+                 best=run.best, log=run.log, ended=run.ended,
                  optimizers=[o.state_dict() for o in run.optimizers],
                  scaler=run.scaler.state_dict(), average=run.average.state_dict())
     write_atomically(checkpoint, lambda f: torch.save(state, f))

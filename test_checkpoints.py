@@ -247,13 +247,44 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize('steps', [40, 60])  # fewer than it has trained, or as many: finished
-def test_resume_refuses_no_more_steps_than_it_has_trained(steps, workdir, text_file):
-    before = snapshot(workdir)  # the trained checkpoint has taken 60 steps
-    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}',
-              '--resume=True', *TINY['gpt.py'], f'--max_iters={steps}')
-    assert_clear_error(out, f'has trained 60 steps already: --max_iters={steps} leaves none')
+def test_resume_refuses_a_run_that_has_ended(workdir, text_file):
+    before = snapshot(workdir)  # the trained checkpoint's run ended: its final line said, its model kept
+    out = run('gpt.py', f'--input_file={text_file}', f'--checkpoint={workdir / "gpt.pt"}', '--resume=True',
+              *TINY['gpt.py'])
+    assert_clear_error(out, 'gpt.pt holds a run that has ended', '--sample_only=True')
     assert snapshot(workdir) == before
+
+
+def test_resume_refuses_fewer_steps_than_it_has_trained(tmp_path, text_file):
+    common = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}', '--num_chars=0', *TINY['gpt.py']]
+    assert run('gpt.py', *common, '--stop_after=30').returncode == 0
+    before = snapshot(tmp_path)
+    out = run('gpt.py', *common, '--resume=True', '--max_iters=20')
+    assert_clear_error(out, 'has trained 30 steps already, more than --max_iters=20')
+    assert snapshot(tmp_path) == before
+
+
+def test_ctrl_c_in_the_last_step_leaves_a_run_that_resume_ends(tmp_path, text_file):
+    # stopped after its last step, before its end's evaluations: resuming ends it (once), and only then it has ended
+    code = ('import os, runpy, signal, sys, torch; sys.argv = sys.argv[1:]; clip = torch.nn.utils.clip_grad_norm_\n'
+            'steps = []\n'
+            'def clip_then_ctrl_c_in_step_60(*args, **kwargs):\n    steps.append(1)\n'
+            '    if len(steps) == 60:\n        os.kill(os.getpid(), signal.SIGINT)\n'
+            '    return clip(*args, **kwargs)\n'
+            'torch.nn.utils.clip_grad_norm_ = clip_then_ctrl_c_in_step_60\n'
+            'runpy.run_path(sys.argv[0], run_name="__main__")')
+    common = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}', '--num_chars=0', *TINY['gpt.py']]
+    out = subprocess.run([sys.executable, '-c', code, str(ROOT / 'gpt.py'), '--device=cpu', *common],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130 and 'interrupted at step 60' in out.stdout, out.stderr
+    assert 'final:' not in out.stdout and not torch.load(tmp_path / 'gpt.pt', weights_only=True)['ended']
+    sampled = run('gpt.py', f'--checkpoint={tmp_path / "gpt.pt"}', '--sample_only=True', '--num_chars=5')
+    assert 'sampling the best model of that run: step 30 of 60' in sampled.stdout, sampled.stderr  # (not ended)
+    resumed = run('gpt.py', *common, '--resume=True')
+    assert resumed.returncode == 0 and 'final:' in resumed.stdout, resumed.stderr
+    finals = [row for row in log_rows(tmp_path / 'gpt.csv') if row['train_loss'] and row['val_loss']]
+    assert len(finals) == 1 and finals[0]['step'] == '60'
+    assert_clear_error(run('gpt.py', *common, '--resume=True'), 'holds a run that has ended')
 
 
 def test_resume_refuses_another_model_shape(workdir, text_file):
