@@ -758,9 +758,10 @@ def announce(model, chars, why, data):  # the start lines
 
 def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every process agrees)
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
-    # process checks in at the same steps (collectives), and Ctrl-C ends all at the next one
+    # process checks in at the same steps (collectives), GPUs' at progress lines, CPUs' at every
+    # step (torchrun kills them 30 s after Ctrl-C), and Ctrl-C ends all at the next check
     progress = run.step % log_interval == 0 or run.step == run.end
-    if not progress and (DDP or not stop.is_set()):  # (a lone process: at once)
+    if not progress and (device != 'cpu' if DDP else not stop.is_set()):  # (alone: at once)
         return False
     loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stop.is_set(), add=True)
     need(math.isfinite(loss), f'the loss became {loss} at step {run.step}; stopped, '
@@ -821,7 +822,7 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
         except (OSError, RuntimeError) as e:  # (no network, another file)
             raise Bad(f'{path} is missing, downloading {URL} failed ({first_line(e)}); put '
                       'a text file there or pass --input_file=PATH') from e
-        print(f'downloaded Tiny Shakespeare (sha256 checked) to {path}')
+        say(f'downloaded Tiny Shakespeare (sha256 checked) to {path}')
     try:
         with open(path, 'rb') as f:
             text = f.read().decode('utf-8-sig')  # (without Notepad's mark)

@@ -134,18 +134,21 @@ def test_collectives_carry_tensors_on_the_training_device(monkeypatch):
     assert gpt.shared(2.5, add=True) == 5.0 and gpt.shared(True, add=True) is True
 
 
-def test_the_processes_agree_at_progress_lines_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize('device, checks', [('cuda', [4, 8, 12]), ('cpu', list(range(1, 13)))])
+def test_the_processes_agree_at_progress_lines_on_gpus_and_every_step_on_cpus(device, checks, tmp_path, monkeypatch):
     # agreeing (the mean loss, and whether any process was stopped) is a collective, and reading it makes the host
-    # wait for the device: at every step it would keep every GPU from queueing ahead. At progress lines only,
-    # where the loss is read anyway, and Ctrl-C is honoured at the next one.
+    # wait for the device: at every step it would keep every GPU from queueing ahead. GPUs agree at progress lines
+    # only, where the loss is read anyway; CPUs, whose steps can be seconds, at every step, as torchrun kills its
+    # processes 30 s after Ctrl-C: a stop must be agreed on well before that
     import gpt
     reduced = []
     monkeypatch.setattr(gpt, 'DDP', True)  # one process stands in for several: without DDP's wrapper
     monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: net)
-    monkeypatch.setattr(gpt.dist, 'all_reduce', lambda tensor: reduced.append(tensor.item()))
-    run = train_in_process(monkeypatch, tmp_path, max_iters=12, log_interval=4)
-    assert run.step == 12 and len(reduced) == 6  # at steps 4, 8 and 12: the loss, and any stop
-    assert reduced[1::2] == [0, 0, 0]
+    monkeypatch.setattr(gpt, 'shared', lambda number, add: reduced.append(number) or number)  # (alone here)
+    monkeypatch.setattr(gpt, 'to_device', lambda t: t)  # (no GPU here: only the setting says cuda)
+    run = train_in_process(monkeypatch, tmp_path, max_iters=12, log_interval=4, device=device)
+    assert run.step == 12 and len(reduced) == 2 * len(checks)  # at each: the loss, and any stop
+    assert reduced[1::2] == [0] * len(checks)
 
 
 def test_a_failure_in_one_process_ends_every_process(tmp_path, text_file):
