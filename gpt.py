@@ -28,7 +28,7 @@ n_embd = 'auto'         # how wide is the residual stream?
 block_size = 'auto'     # what is the maximum context length for predictions?
 batch_size = 'auto'     # how many sequences per step, in each process?
 max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
-max_passes = 50         # at most how many passes over the training text?
+max_passes = 50.0       # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
 input_noise = 'auto'    # what share of input characters does training replace at random?
 eval_interval = 'auto'  # how many steps between evaluations?
@@ -774,7 +774,8 @@ def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every pr
             f'{chars_a_step() / step_time:,.0f} tokens/s | '
             f'{(run.end - run.step) * step_time / 60:.1f} min left')
         log_row(run, train_loss=loss)
-        if run.refit and since > 0 and run.step >= min(warmup_iters, max_iters // 2):
+        # refitted after warm-up, not at its end: more steps there would raise a rate come down
+        if run.refit and since > 0 and min(warmup_iters, max_iters // 2) <= run.step < run.end:
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
     return stopping

@@ -1,7 +1,7 @@
 """How gpt.py plans a run: the largest model that trains enough steps in the time given, as many steps as fit.
 The step times are made up here (a step takes its multiply-adds at a fixed rate), so that no test depends on how
 fast this machine is; the timing itself is measured by `python bench.py budget`, not tested."""
-import math, sys, time
+import math, sys, threading, time
 import pytest
 import torch
 from test_smoke import ROOT
@@ -190,6 +190,19 @@ def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     run.step, refit['deadline'] = 150, refit['deadline'] - 50 * 0.2  # 50 steps later (10 s less left), on time:
     gpt.refit(run, 0.2, 50)
     assert run.steps == steps  # left as it is
+
+
+def test_a_run_at_its_last_step_is_not_refitted(monkeypatch):
+    # its learning rate has come down to 0 there: more steps would train on at a rate raised again
+    for name, value in dict(batch_size=24, block_size=128, eval_interval=363, max_iters=1000, log_file='').items():
+        monkeypatch.setattr(gpt, name, value)
+    for step, longer in [(900, True), (1000, False)]:  # before the end, and at it, with 15 minutes left
+        refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 900, seconds=0.0, steps=0,
+                     refitted=False)
+        run = gpt.Run('', [], None, steps=1000, step=step, refit=refit)
+        run.ticked = time.time() - 5, step - 50  # 100 ms a step
+        gpt.check_in(run, torch.tensor(2.0), threading.Event())
+        assert (run.steps > 1000) == longer, (step, run.steps)
 
 
 def test_a_run_out_of_time_or_passes_is_never_refitted_longer(monkeypatch):
