@@ -775,7 +775,7 @@ def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every pr
             f'{(run.end - run.step) * step_time / 60:.1f} min left')
         log_row(run, train_loss=loss)
         # refitted after warm-up, not at its end: more steps there would raise a rate come down
-        if run.refit and since > 0 and min(warmup_iters, max_iters // 2) <= run.step < run.end:
+        if run.refit and min(warmup_iters, max_iters // 2) <= run.step < run.end:
             refit(run, step_time, run.step - since)
         run.ticked = time.time(), run.step
     return stopping

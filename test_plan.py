@@ -192,17 +192,20 @@ def test_a_planned_run_is_refitted_to_its_step_as_it_runs(monkeypatch):
     assert run.steps == steps  # left as it is
 
 
-def test_a_run_at_its_last_step_is_not_refitted(monkeypatch):
-    # its learning rate has come down to 0 there: more steps would train on at a rate raised again
-    for name, value in dict(batch_size=24, block_size=128, eval_interval=363, max_iters=1000, log_file='').items():
+def test_a_run_is_refitted_from_warm_up_but_not_at_its_last_step(monkeypatch):
+    # its learning rate has come down to 0 there: more steps would train on at a rate raised again; a short run
+    # is refitted from its first progress line
+    for name, value in dict(batch_size=24, block_size=128, eval_interval=363, log_file='').items():
         monkeypatch.setattr(gpt, name, value)
-    for step, longer in [(900, True), (1000, False)]:  # before the end, and at it, with 15 minutes left
+    # before the end, at it, and a short run at its first progress line (whose interval began at step 0)
+    for step, steps, longer in [(900, 1000, True), (1000, 1000, False), (50, 67, True)]:
         refit = dict(planned=0.1, n_train=1_000_000, deadline=time.time() + 900, seconds=0.0, steps=0,
                      refitted=False)
-        run = gpt.Run('', [], None, steps=1000, step=step, refit=refit)
-        run.ticked = time.time() - 5, step - 50  # 100 ms a step
+        monkeypatch.setattr(gpt, 'max_iters', steps)
+        run = gpt.Run('', [], None, steps=steps, step=step, refit=refit)
+        run.ticked = time.time() - 5, step - 50  # 100 ms a step, with 15 minutes left
         gpt.check_in(run, torch.tensor(2.0), threading.Event())
-        assert (run.steps > 1000) == longer, (step, run.steps)
+        assert (run.steps > steps) == longer, (step, run.steps)
 
 
 def test_a_run_out_of_time_or_passes_is_never_refitted_longer(monkeypatch):
