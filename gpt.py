@@ -184,7 +184,7 @@ def get_batch(data, step):  # every window once a pass, shuffled; each process i
     starts = [pass_starts(i // n, n, seed, block_size)[i % n] for i in draws.tolist()]
     return windows(data, torch.stack(starts[RANK::WORLD]))
 
-@functools.lru_cache(maxsize=2)  # (a batch spans one pass or two; its arguments say it all)
+@functools.lru_cache(maxsize=2)  # (a batch asks for its passes in order; its arguments say it all)
 def pass_starts(p, n, seed, T):  # pass p's windows: an offset and an order drawn for it alone
     gen = torch.Generator().manual_seed(hash((seed, p)))  # (ints hash alike in every process)
     return torch.randint(T, (), generator=gen) + T * torch.randperm(n, generator=gen)
@@ -209,7 +209,7 @@ def split_loss(model, data):  # the lecture's estimate_loss, on fixed windows
     return loss
 
 # ------------------------------------------ training (a run's state, Run, is below the banner)
-def make_optimizers(model, precision, decay):  # Muon for the matrices, AdamW the rest; a scaler
+def make_optimizers(model, precision, decay):  # Muon: the blocks' matrices; AdamW: the tables, head
     pairs = [model.pairs.weight] if model.pairs else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
               dict(params=[model.head.weight], lr=lr)]
