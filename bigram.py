@@ -105,7 +105,7 @@ def apply_overrides(args):  # --name=value: True, False, a number, text
     for arg in args:
         name, eq, text = arg.removeprefix('--').partition('=')
         if not eq or name not in SETTINGS:
-            raise ValueError(f'unknown setting {arg!r}; {valid}')
+            raise ValueError(f'{arg!r} is not --name=value for a known name; {valid}')
         kind = type(globals()[name])
         try:
             globals()[name] = ('False', 'True').index(text) == 1 if kind is bool else kind(text)

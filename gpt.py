@@ -27,7 +27,7 @@ n_head = 'auto'         # how many attention heads in each block?
 n_embd = 'auto'         # how wide is the residual stream?
 block_size = 'auto'     # what is the maximum context length for predictions?
 batch_size = 'auto'     # how many sequences per step, in each process?
-max_iters = 'auto'      # how many optimizer steps? (the rate ends at 0)
+max_iters = 'auto'      # how many optimizer steps? (given: whatever the time; the rate ends at 0)
 max_passes = 50.0       # at most how many passes over the training text?
 dropout = 'auto'        # what share of activations is dropped in training?
 input_noise = 'auto'    # what share of input characters does training replace at random?
@@ -514,8 +514,9 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
             why = f'; {describe(size)} would take {steps:,.0f} steps of {step_time * 1000:,.0f} ms'
             break
         chosen, chosen_time = size, step_time
-    need(chosen, f'no model of the sizes gpt.py knows fits what was given ({fixed}), '
-         f'or the text, or {WORLD} processes')
+    need(chosen, f'no model of the sizes gpt.py knows fits what was given ({fixed}; with '
+         'n_embd, give an n_head that splits it into heads of even size), or the text, or '
+         f'{WORLD} processes')
     return chosen, chosen_time, f'{chosen_time * 1000:,.0f} ms a step here{why}'
 
 def plan_training(n_train, size, given, step_time, seconds, vocab_size):
@@ -696,7 +697,7 @@ def apply_overrides(args):  # --name=value, value a Python literal
     for arg in args:
         name, eq, text = arg.removeprefix('--').partition('=')
         need(arg.startswith('--') and eq and name in SETTINGS,
-             f'unknown setting {arg!r}; {valid}')
+             f'{arg!r} is not --name=value for a known name; {valid}')
         default = SETTINGS[name]
         kind = CHOSEN.get(name, type(default))
         try:  # ('auto' reads as text)
@@ -839,7 +840,8 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     chars = ''.join(sorted(set(text)))  # every distinct character, in order
     if ckpt:  # its vocabulary, holding every character
         unknown = ''.join(sorted(set(chars) - set(ckpt['vocab'])))
-        need(not unknown, f'{path} has characters that {checkpoint} has never seen: {unknown!r}')
+        need(not unknown, f'{path} has {len(unknown)} characters that {checkpoint} has never '
+             f'seen: {unknown[:40]!r}')
         chars = ckpt['vocab']
     # each character its place (the lecture's stoi), in 1 byte where there are 256 or fewer
     vocab = torch.tensor([ord(c) for c in chars], dtype=torch.int32)  # (as code points)

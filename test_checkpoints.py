@@ -243,7 +243,7 @@ def test_resume_refuses_a_text_with_new_characters(script, workdir, text_file):
     before = snapshot(workdir)
     out = run(script, f'--input_file={other}', f'--checkpoint={workdir / CKPT_NAME[script]}', '--resume=True',
               *TINY[script])
-    assert_clear_error(out, 'never seen', "'Zé'")
+    assert_clear_error(out, '2 characters that', 'never seen', "'Zé'")
     assert snapshot(workdir) == before
 
 
@@ -450,6 +450,7 @@ def test_input_file_without_read_permission(tmp_path, monkeypatch):
     ('gpt.py', ['--dropout=-1.0'], 'dropout must be in [0, 1)'),
     ('gpt.py', ['--max_iters=-5'], 'max_iters must be positive'),
     ('gpt.py', ['--n_embd=30', '--n_head=4'], 'must split into n_head'),
+    ('gpt.py', ['--n_embd=130'], 'give an n_head that splits it'),  # (no size of the plan's)
     ('gpt.py', ['--n_embd=64', '--n_head=0'], 'n_head must be positive'),  # (no division by 0)
     ('gpt.py', ['--block_size=2000'], 'fewer than the 20010 needed'),
     ('bigram.py', ['--batch_size=0'], 'batch_size must be in [1, 9223372036854775808)'),

@@ -40,7 +40,7 @@ def test_the_script_pasted_into_a_cell_trains_there(script, text_file, tmp_path)
         source, n = re.subn(rf'^{name} = .*$', f'{name} = {value}', source, count=1, flags=re.M)
         assert n == 1, name
     out, = run_cells([source], tmp_path)
-    assert 'Error' not in out and 'unknown setting' not in out, out
+    assert 'Error' not in out and 'for a known name' not in out, out
     final_losses(out)  # it trained to the end
     assert (tmp_path / ('gpt.pt' if script == 'gpt.py' else 'bigram.pt')).is_file()
     assert f"input_file='{tmp_path / 'input.txt'}'" in out  # the text beside the notebook
@@ -65,7 +65,7 @@ def test_main_called_from_a_notebook(script, text_file, tmp_path):
     setup, first, other, again, *budget = run_cells(cells, tmp_path)
     assert setup == '', setup
     for out in (first, other, again):
-        assert 'Error' not in out and 'unknown setting' not in out, out
+        assert 'Error' not in out and 'for a known name' not in out, out
         final_losses(out)
     assert ' seed=7 ' in other and ' seed=1337 ' in again  # the call's settings ended with it
     assert (tmp_path / 'other.pt').is_file()

@@ -132,7 +132,8 @@ def test_attention_trick_checks_pass():
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
-@pytest.mark.parametrize('arg, message', [('--no_such_setting=3', 'unknown setting'),
+@pytest.mark.parametrize('arg, message', [('--no_such_setting=3', 'is not --name=value for a known name'),
+                                          ('--seed', "'--seed' is not --name=value"),
                                           ('--max_iters=fast', '--max_iters must be of type int')])
 def test_bad_override_exits_2(script, arg, message):
     out = run(script, arg, fresh=True)
