@@ -359,11 +359,11 @@ def attention(q, k, v, dropout_p):  # q (B, nh, T, hs), k and v (B, nh, S, hs)
 def drop(x, p):  # zeroed with probability p, the rest scaled up
     if p == 0:
         return x
-    if x.is_cpu:  # 8-bit draws, p in 256ths: 3-5x F.dropout
-        n = x.numel()
+    if x.is_cpu:  # 8-bit draws, p rounded to 256ths: 3-5x F.dropout
+        p, n = min(round(256 * p), 255) / 256, x.numel()
         draws = torch.randint(-2 ** 63, 2 ** 63 - 1, (n // 8 + 1,))
         draws = draws.view(torch.int8)[:n].view(x.shape)
-        kept = draws >= min(round(256 * p), 255) - 128
+        kept = draws >= 256 * p - 128
     else:
         kept = torch.rand(x.shape, device=x.device) >= p
     return x * (kept.to(x.dtype) / (1 - p))  # (as large on average)

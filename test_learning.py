@@ -164,12 +164,13 @@ def test_eval_mode_turns_dropout_off(monkeypatch, dtype):
         assert not torch.allclose(model(idx), model(idx))  # training mode drops a different half each time
 
 
-@pytest.mark.parametrize('p', [0.1, 0.3])
+@pytest.mark.parametrize('p', [0.1, 0.3, 0.99, 0.999])
 def test_dropout_zeroes_its_share_and_keeps_the_mean(monkeypatch, p):
-    x = torch.ones(200_000)
+    x = torch.ones(1_000_000)
     dropped = gpt.drop(x, p)
-    assert abs((dropped == 0).float().mean() - p) < 0.005  # about 5 standard errors
-    assert abs(dropped.mean() - 1) < 0.01 and torch.allclose(dropped.unique(), torch.tensor([0, 1 / (1 - p)]))
+    assert abs((dropped == 0).float().mean() - p) < 0.005  # (a CPU's p is in 256ths)
+    assert abs(dropped.mean() - 1) < 5 * (p / (1 - p) / len(x)) ** 0.5  # about 5 standard errors
+    assert len(dropped.unique()) == 2  # 0, and the rest scaled alike
     assert gpt.drop(x, 0.0) is x
 
 
