@@ -606,7 +606,9 @@ def time_step(size, vocab_size, precision):  # a step's seconds, here
             optimizer_step(model, run, loss)
             loss.item()  # waits for the device
             times.append(time.time() - start)
-    except torch.OutOfMemoryError:  # too large here: as if it took forever
+    except RuntimeError as e:  # too large here: as if it took forever
+        if not out_of_memory(e):
+            raise
         times = [math.inf] * 4
     return shared(sum(times[1:]) / (len(times) - 1))
 
@@ -681,16 +683,19 @@ def errors_in_one_line():  # one line, exit status 2
         leave(1)
     except (Bad, FileNotFoundError, RuntimeError) as e:
         message = first_line(e)
-        too_large = "can't allocate memory" in message or 'size calculation overflowed' in message
-        if isinstance(e, torch.OutOfMemoryError) or too_large:  # (torch's words)
+        if out_of_memory(e):
             message = (f'out of memory on {device}: try a smaller model or batch '
-                       '(--n_embd=, --batch_size=)')  # (a GPU's, a Mac's, a CPU's)
+                       '(--n_embd=, --batch_size=)')
         elif isinstance(e, RuntimeError):  # torchrun: mostly another process gone
             if not DDP:
                 raise
             message = f'process {RANK} stopped: {message[:200]}'
         print(f'error: {message}', file=sys.stderr)
         leave(2)
+
+def out_of_memory(e):  # in torch's words: a GPU's, a Mac's (a RuntimeError), a CPU's
+    return isinstance(e, torch.OutOfMemoryError) or any(words in str(e) for words in (
+        'out of memory', "can't allocate memory", 'size calculation overflowed'))
 
 def apply_overrides(args):  # --name=value, value a Python literal
     valid = 'valid settings: ' + ', '.join(SETTINGS)

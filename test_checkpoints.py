@@ -484,12 +484,17 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_size_out_of_memory_while_planning_is_one_line(text_file, tmp_path):
-    # a GPU says so with torch.OutOfMemoryError, which the plan takes as a size too large for the machine: where
-    # even the smallest is, that is the one line (faked here on the CPU, in the backward of the step timed)
+@pytest.mark.parametrize('error', ['torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")',
+                                   'RuntimeError("MPS backend out of memory (MPS allocated: 1 GiB, other '
+                                   'allocations: 0 bytes, max allowed: 1 GiB). Tried to allocate 2 GiB")'],
+                         ids=['GPU', 'Mac'])
+def test_a_size_out_of_memory_while_planning_is_one_line(error, text_file, tmp_path):
+    # a GPU says so with torch.OutOfMemoryError, a Mac with a RuntimeError, which the plan takes as a size too large
+    # for the machine: where even the smallest is, that is the one line (faked here on the CPU, in the backward of
+    # the step timed)
     oom = ('import runpy, sys, warnings; warnings.filterwarnings("ignore", message="Failed to initialize NumPy")\n'
            'import torch; sys.argv = sys.argv[1:]\n'
-           'def out_of_memory(*args, **kwargs):\n    raise torch.OutOfMemoryError("CUDA out of memory")\n'
+           f'def out_of_memory(*args, **kwargs):\n    raise {error}\n'
            'torch.autograd.backward = out_of_memory\n'
            'runpy.run_path(sys.argv[0], run_name="__main__")')
     out = subprocess.run([sys.executable, '-c', oom, str(ROOT / 'gpt.py'), '--device=cpu', f'--input_file={text_file}',
