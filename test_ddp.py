@@ -32,8 +32,8 @@ def test_the_plan_times_the_step_as_torchrun_trains_it(monkeypatch):
     monkeypatch.setattr(gpt, 'DDP', True)
     monkeypatch.setattr(gpt, 'DistributedDataParallel', lambda net: wrapped.append(net) or net)
     monkeypatch.setattr(gpt, 'optimizer_step', lambda *args: steps.append(1) or step(*args))
-    monkeypatch.setattr(gpt, 'shared', lambda number, add=False: number)  # (no other process here)
-    assert gpt.time_step(dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2), 65, 'float32') > 0
+    monkeypatch.setattr(gpt, 'shared', lambda number, add=False: 42.0)  # (the first process's figure)
+    assert gpt.time_step(dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2), 65, 'float32') == 42.0
     assert len(wrapped) == 1 and len(steps) == 8
 
 
@@ -112,6 +112,20 @@ def test_dropout_masks_differ_by_process_and_step(monkeypatch):
     assert not torch.equal(masks(0, 5), masks(1, 5))  # another process
     assert not torch.equal(masks(0, 5), masks(0, 6))  # another step
     assert torch.equal(masks(1, 5), masks(1, 5))      # the same again: what a resume relies on
+
+
+def test_training_seeds_each_step_and_process_apart(monkeypatch, tmp_path):
+    import gpt
+    seeds, forward = [], gpt.GPT.forward
+    def record(model, *args, **kwargs):  # the seed each training step's dropout draws from
+        if model.training:
+            seeds.append(torch.initial_seed())
+        return forward(model, *args, **kwargs)
+    monkeypatch.setattr(gpt.GPT, 'forward', record)
+    monkeypatch.setattr(gpt, 'RANK', 1)
+    monkeypatch.setattr(gpt, 'WORLD', 2)
+    train_in_process(monkeypatch, tmp_path, max_iters=4)
+    assert seeds == [gpt.seed + 2 * step + 1 for step in range(4)]
 
 
 def test_collectives_carry_tensors_on_the_training_device(monkeypatch):
