@@ -147,6 +147,9 @@ def test_sampling_a_stopped_run_takes_its_best_model(tmp_path):
     saved = torch.load(ckpt, weights_only=True)
     assert all(torch.equal(w, saved['best'][2][k]) for k, w in model.state_dict().items())
     assert not all(torch.equal(w, saved['model'][k]) for k, w in model.state_dict().items())
+    greedy = run('gpt.py', f'--checkpoint={ckpt}', '--sample_only=True', '--prompt=ab', '--num_chars=40',
+                 '--temperature=0', '--dtype=float32')  # (what it sampled: that model's likeliest)
+    assert gpt.sample(model, chars, 'ab', 40, temperature=0) in greedy.stdout
 
 
 @pytest.mark.parametrize('before, after', [('float32', 'float16'), ('float16', 'bfloat16')])
@@ -205,6 +208,14 @@ def test_float16_with_loss_scaling_trains_and_resumes(text_file, tmp_path):
     assert val < float(step_losses(whole.stdout)[0][1]) - 0.5  # it learned
     scaler = torch.load(tmp_path / 'whole.pt', weights_only=True)['scaler']
     assert scaler['scale'] >= 1 and scaler['_growth_tracker'] >= 0  # a live scaler, not a disabled one
+    # at step 8 the scale is still its start's, as a new scaler's: one saved at 1024 goes on at 1024
+    first = run('gpt.py', *common, f'--checkpoint={tmp_path / "low.pt"}', '--stop_after=8')
+    ckpt = torch.load(tmp_path / 'low.pt', weights_only=True)
+    ckpt['scaler']['scale'] = 1024.0
+    torch.save(ckpt, tmp_path / 'low.pt')
+    second = run('gpt.py', *common, f'--checkpoint={tmp_path / "low.pt"}', '--resume=True')
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert torch.load(tmp_path / 'low.pt', weights_only=True)['scaler']['scale'] == 1024.0
 
 
 def test_resume_takes_the_learning_rates_given_now(text_file, tmp_path):
@@ -307,6 +318,9 @@ def test_sample_from_a_checkpoint_with_a_prompt(workdir, text_file):
     sample = (workdir / 'greedy.txt').read_text(encoding='utf-8')
     assert sample.startswith('to be') and len(sample) == 65 and set(sample) <= set(text_file.read_text())
     assert sample in greedy.stdout and sample in top1.stdout  # top_k=1 is greedy too
+    sys.path.insert(0, str(ROOT))
+    import gpt
+    assert gpt.sample(*gpt.load(str(workdir / 'gpt.pt'), device='cpu'), 'to be', 60, temperature=0) == sample
     assert 'final:' not in greedy.stdout  # nothing was trained
     assert {k: v for k, v in snapshot(workdir).items() if k != 'greedy.txt'} == before
 
@@ -319,6 +333,10 @@ def test_bigram_samples_from_its_checkpoint_with_a_prompt(workdir, text_file):
     first, again, other = (out.stdout.split('\n', 1)[1] for out in outs)  # after the settings line
     assert first.startswith('to be') and len(first) == 66 and set(first) <= set(text_file.read_text())
     assert first == again != other  # drawn by the seed
+    sys.path.insert(0, str(ROOT))
+    import bigram
+    table = torch.load(workdir / 'bigram.pt', weights_only=True)['model']['weight']
+    assert torch.equal(bigram.load(str(workdir / 'bigram.pt'))[0].weight.cpu(), table)  # (load: the trained table)
     assert 'final:' not in outs[0].stdout and snapshot(workdir) == before  # nothing trained, nothing written
 
 

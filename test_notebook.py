@@ -69,6 +69,7 @@ def test_main_called_from_a_notebook(script, text_file, tmp_path):
         final_losses(out)
     assert ' seed=7 ' in other and ' seed=1337 ' in again  # the call's settings ended with it
     assert (tmp_path / 'other.pt').is_file()
+    assert (tmp_path / 'other.csv').is_file() == (script == 'gpt.py')  # (its log beside it: 'auto' again)
     assert budget in ([], ['budget from the call: True\n']), budget
 
 
