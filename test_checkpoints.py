@@ -98,6 +98,18 @@ def test_what_is_evaluated_and_kept_is_the_weights_running_average(text_file, tm
     assert torch.equal(ckpt['best'][2]['embed.weight'], ckpt['average']['embed.weight'])  # (best at 40)
 
 
+def test_the_end_keeps_the_average_where_it_is_better_than_the_last_weights(tmp_path, monkeypatch):
+    import copy, gpt
+    trained = train_in_process(monkeypatch, tmp_path, max_iters=20)
+    model = copy.deepcopy(trained.average).train()
+    model.head.weight.data.mul_(50)  # last weights far worse than their average
+    data = torch.randint(12, (2000,), dtype=torch.uint8)
+    gpt.finish(model, trained, data, data[:200])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), trained.average.parameters()))
+    assert torch.equal(torch.load(tmp_path / 'gpt.pt', weights_only=True)['model']['head.weight'],
+                       trained.average.head.weight)  # (saved so)
+
+
 def test_resume_after_the_turn_goes_on_from_the_stopped_weights(tmp_path):
     # random letters are over-trained at once: by step 40 the val loss has turned, and the best model (step 30) is
     # older than the run. A stop at 40 must save the run as it stands (evaluated at 40, as the whole run is), not
@@ -544,6 +556,20 @@ def test_no_run_writes_over_its_text_or_its_checkpoint(script, workdir, text_fil
         assert_clear_error(out, f'{setting} {path} is also the {other}, which writing it would lose')
     assert snapshot(workdir) == before and text_file.read_bytes() == text
 
+
+
+def test_the_log_is_on_disk_row_by_row_as_the_run_goes(tmp_path, monkeypatch):
+    # a crash or a kill keeps the rows so far: each progress line's row is written before the next step
+    import gpt
+    rows, forward, log = [], gpt.GPT.forward, tmp_path / 'log.csv'
+    def record(model, *args, **kwargs):
+        if model.training and log.exists():
+            with open(log, newline='', encoding='utf-8') as f:
+                rows.append(len(list(csv.DictReader(f))))
+        return forward(model, *args, **kwargs)
+    monkeypatch.setattr(gpt.GPT, 'forward', record)
+    train_in_process(monkeypatch, tmp_path, log_file=str(log), log_interval=1, max_iters=6)
+    assert rows == [1, 2, 3, 4, 5]
 
 
 def test_the_log_beside_the_checkpoint_writes_over_no_other_file(workdir, text_file):

@@ -153,6 +153,8 @@ def test_split_loss_is_the_mean_cross_entropy_over_its_windows(monkeypatch):
     model.train()
     assert gpt.split_loss(model, data) == pytest.approx(sum(losses) / 70, rel=1e-5)
     assert model.training  # and it leaves the model training
+    monkeypatch.setattr(gpt, 'eval_chars', 24)  # past eval_chars: that many, in 3 windows evenly spread
+    assert gpt.split_loss(model, data) == pytest.approx((losses[0] + losses[34] + losses[69]) / 3, rel=1e-5)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])  # (bfloat16: the CPU's explicit attention)
