@@ -147,9 +147,8 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, idx, n, temperature=1.0, top_k=0, use_cache=True):  # (1, T) -> (1, T + n)
-        # each character is predicted as in training, from at most block_size: a cache cannot slide
-        # (above layer 1 its keys hold characters that left), so a full window restarts from its
-        # last half, with a new cache
+        # predicted from at most block_size, as in training; a cache cannot slide (above layer 1
+        # its keys hold characters that left): a full window starts over from its last half
         T, caches = self.config.block_size, None
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         for _ in range(n):
@@ -173,7 +172,7 @@ def pick_next(logits, temperature, top_k):  # (B, vocab) -> (B, 1)
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
-# ---------------------------- the data (read_data, below the banner: the text as vocabulary places)
+# ------------------- the data (read_data and pass_starts, below the banner: the text as integers)
 def windows(data, starts):  # (B, T) and what follows each
     xy = data[to_device(starts[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
@@ -183,11 +182,6 @@ def get_batch(data, step):  # every window once a pass, shuffled; each process i
     draws = step * batch_size * WORLD + torch.arange(batch_size * WORLD)  # (every process's)
     starts = [pass_starts(i // n, n, seed, block_size)[i % n] for i in draws.tolist()]
     return windows(data, torch.stack(starts[RANK::WORLD]))
-
-@functools.lru_cache(maxsize=2)  # (a batch asks for its passes in order; its arguments say it all)
-def pass_starts(p, n, seed, T):  # pass p's windows: an offset and an order drawn for it alone
-    gen = torch.Generator().manual_seed(hash((seed, p)))  # (ints hash alike in every process)
-    return torch.randint(T, (), generator=gen) + T * torch.randperm(n, generator=gen)
 
 def eval_windows(data):  # the split's windows' starts
     n = (len(data) - 1) // block_size
@@ -208,7 +202,7 @@ def split_loss(model, data):  # the lecture's estimate_loss, on fixed windows
          'checkpoint is untouched')
     return loss
 
-# ------------------------------------------ training (a run's state, Run, is below the banner)
+# ----------------------------- training (a run's state, Run, and its end, finish: below the banner)
 def make_optimizers(model, precision, decay):  # Muon: the blocks' matrices; AdamW: the tables, head
     pairs = [model.pairs.weight] if model.pairs else []
     groups = [dict(params=[model.embed.weight], lr=embed_lr), dict(params=pairs, lr=pair_lr),
@@ -278,35 +272,8 @@ def train(model, run, train_data, val_data):
                 run.ticked = time.time(), run.step  # (evaluating is not training)
             if stopping:  # saved (after an evaluation due here), and every process ends
                 interrupt(model, run)
-    if run.step < run.steps:  # --stop_after: saved, to go on from
-        save_checkpoint(model, run)
-        say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
-
-def finish(model, run, train_data, val_data):  # the model kept, the final line, saved
-    ends = {split_loss(m, val_data): m for m in (model, run.average)}  # (an average lags)
-    val_loss = min(ends)  # (the last weights, or their average)
-    model.load_state_dict(ends[val_loss].state_dict())
-    best_val, best_step, best_weights = run.best
-    if val_loss > best_val:  # worse than at its best: the best evaluated is kept
-        say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
-        model.load_state_dict(best_weights)
-        val_loss = best_val
-    train_loss = split_loss(model, train_data[:len(val_data)])  # (as much as val)
-    read = len(eval_windows(val_data)) * block_size
-    part = f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
-    say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}'
-        f'{part if read < len(val_data) - block_size else ""}')
-    log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
-    run.ended = True
-    save_checkpoint(model, run)
-    say(f'saved {checkpoint}')
 
 # ------------------------------------------------------------------------------ sampling, and main
-def encode(chars, text):  # each character's place in the vocabulary (the lecture's stoi)
-    unknown = ''.join(sorted(set(text) - set(chars)))
-    need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
-    return [chars.index(c) for c in text]
-
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
     where = next(model.parameters()).device
     context = torch.tensor([encode(chars, prompt or chars[0])], device=where)  # (1, T)
@@ -332,9 +299,8 @@ def main(args=None):  # args as on the command line; None: sys.argv
             train_data, val_data = data[:n].to(device), data[n:].to(device)
             run = start_run(model, chars, ckpt, why['refit'])
             train(model, run, train_data, val_data)
-            if run.step == run.steps:  # (a run that has ended)
-                with stop_signals():  # (Ctrl-C waits for the end's evaluations and save)
-                    finish(model, run, train_data, val_data)
+            with stop_signals():  # (Ctrl-C waits for the end's evaluations and save)
+                finish(model, run, train_data, val_data)
         if RANK == 0:  # (show: also to sample_file)
             show(sample(model.eval(), chars, prompt, num_chars, temperature, top_k))
         end_processes()
@@ -855,6 +821,16 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
     small = torch.uint8 if len(chars) <= 256 else torch.int32
     return chars, torch.cat([torch.searchsorted(vocab, p).to(small) for p in slices])
 
+def encode(chars, text):  # each character's place in the vocabulary (the lecture's stoi)
+    unknown = ''.join(sorted(set(text) - set(chars)))
+    need(not unknown, f'the prompt has characters that are not in the vocabulary: {unknown!r}')
+    return [chars.index(c) for c in text]
+
+@functools.lru_cache(maxsize=2)  # (a batch asks for its passes in order; its arguments say it all)
+def pass_starts(p, n, seed, T):  # pass p's windows: an offset and an order drawn for it alone
+    gen = torch.Generator().manual_seed(hash((seed, p)))  # (ints hash alike in every process)
+    return torch.randint(T, (), generator=gen) + T * torch.randperm(n, generator=gen)
+
 # -------------------------------------------------------------------------------------- checkpoints
 def seed_dropout(step):  # new each step and process
     torch.manual_seed(seed + WORLD * step + RANK)  # (a GPU's and a Mac's too)
@@ -938,6 +914,29 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
     run.stop_at = run.step + stop_after if stop_after else math.inf
     run.began = time.time() - float(run.log[-1]['seconds'] if run.log else 0)
     return run
+
+def finish(model, run, train_data, val_data):  # the model kept, the final line, saved
+    if run.step < run.steps:  # --stop_after: saved, to go on from
+        save_checkpoint(model, run)
+        say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
+        return
+    ends = {split_loss(m, val_data): m for m in (model, run.average)}  # (an average lags)
+    val_loss = min(ends)  # (the last weights, or their average)
+    model.load_state_dict(ends[val_loss].state_dict())
+    best_val, best_step, best_weights = run.best
+    if val_loss > best_val:  # worse than at its best: the best evaluated is kept
+        say(f'val loss {val_loss:.4f} at the end, {best_val:.4f} at step {best_step}: keeping it')
+        model.load_state_dict(best_weights)
+        val_loss = best_val
+    train_loss = split_loss(model, train_data[:len(val_data)])  # (as much as val)
+    read = len(eval_windows(val_data)) * block_size
+    part = f' (on {read:,} of {len(val_data):,} validation characters, evenly spread)'
+    say(f'final: train loss {train_loss:.4f}, val loss {val_loss:.4f}'
+        f'{part if read < len(val_data) - block_size else ""}')
+    log_row(run, train_loss=train_loss, val_loss=val_loss, best_val_loss=val_loss)
+    run.ended = True
+    save_checkpoint(model, run)
+    say(f'saved {checkpoint}')
 
 LOG_COLUMNS = ('step', 'seconds', 'characters', 'lr', 'train_loss', 'val_loss',
                'best_val_loss')
