@@ -250,7 +250,7 @@ def evaluate(run, val_data):  # keeps the best; ends a run with nothing to gain
 
 def train(model, run, train_data, val_data):
     net = DistributedDataParallel(model) if DDP else model  # (torchrun: gradients averaged)
-    run.ticked = time.time(), run.step  # (the last progress line)
+    run.ticked = time.time(), run.step
     with stop_signals() as stop:  # Ctrl-C ends the run after a step
         while run.step < run.end:
             set_learning_rates(run)
@@ -450,7 +450,7 @@ def plan_model(vocab_size, n_text, given, precision, seconds):  # a size, its st
         return fixed, None, 'as given'
     chosen, chosen_time, why = None, None, ''
     n_train = int(0.9 * n_text)
-    room = max_passes * n_train  # the characters of max_passes
+    room = max_passes * n_train
     for size in [dict(zip(SIZE_NAMES, size)) | fixed for size in SIZES]:
         if room < MIN_STEPS * chars_a_step(size) and 'batch_size' not in fixed:
             size['batch_size'] = -(-size['batch_size'] // WORLD)  # a small text: a share each
@@ -584,7 +584,7 @@ URL = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
        'tinyshakespeare/input.txt')
 SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 
-def current(names):  # these settings' values now
+def current(names):
     return {k: globals()[k] for k in names}
 
 NAMES = list(globals())  # the settings: input_file to sample_file
@@ -738,7 +738,7 @@ def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every pr
     loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stop.is_set(), add=True)
     need(math.isfinite(loss), f'the loss became {loss} at step {run.step}; stopped, '
          'the last checkpoint is untouched')
-    if progress:  # a progress line
+    if progress:
         then, since = run.ticked
         step_time = (time.time() - then) / (run.step - since)
         say(f'step {run.step}/{run.steps} | loss {loss:.4f} | '
@@ -885,7 +885,7 @@ class Run:
     step: int = 0
     stop_at: float = math.inf  # --stop_after
     best: tuple = (math.inf, 0, None)  # best val loss, its step, those weights
-    log: list = dataclasses.field(default_factory=list)  # the log's rows
+    log: list = dataclasses.field(default_factory=list)
     began: float = 0.0  # when the log's seconds began
     ticked: tuple = (0.0, 0)  # the last progress line's time and step
     saved: float = -math.inf  # when the checkpoint was last written
@@ -921,7 +921,7 @@ def finish(model, run, train_data, val_data):  # the model kept, the final line,
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
         return
     ends = {split_loss(m, val_data): m for m in (model, run.average)}  # (an average lags)
-    val_loss = min(ends)  # (the last weights, or their average)
+    val_loss = min(ends)
     model.load_state_dict(ends[val_loss].state_dict())
     best_val, best_step, best_weights = run.best
     if val_loss > best_val:  # worse than at its best: the best evaluated is kept
