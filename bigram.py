@@ -26,8 +26,8 @@ seed = 1337          # seeds the batches and the sample
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # or mps
 prompt = ''          # the sample goes on from here ('': the first char)
 num_chars = 500      # characters to generate
-NAMES = list(globals())  # the settings: input_file to num_chars
-SETTINGS = NAMES[NAMES.index('input_file'):NAMES.index('num_chars') + 1]
+SETTINGS = ('input_file checkpoint sample_only block_size batch_size max_iters lr weight_decay '
+            'eval_interval seed device prompt num_chars').split()  # (by name: see gpt.py)
 
 # ---------------------------------------------------------------- the model
 class Bigram(nn.Embedding):  # row c holds the logits of what follows c
@@ -184,7 +184,7 @@ if __name__ == '__main__':  # (also pasted into a notebook cell)
         main(sys.argv[1:] if '__file__' in globals() else [])
     except BrokenPipeError:  # python bigram.py | head: end quietly
         sys.stdout = None
-        sys.exit(1)
+        raise SystemExit(1) from None
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input, or out of memory
         print('error:', *str(e).split(), file=sys.stderr)  # (one line)
-        sys.exit(2)
+        raise SystemExit(2) from None  # (chained: old IPython prints a wall of its own)

@@ -587,8 +587,12 @@ SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 def current(names):
     return {k: globals()[k] for k in names}
 
-NAMES = list(globals())  # the settings: input_file to sample_file
-SETTINGS = current(NAMES[NAMES.index('input_file'):NAMES.index('sample_file') + 1])
+# the settings by name (a notebook's names from before the paste keep their places in globals())
+SETTINGS = current('''input_file checkpoint log_file resume sample_only time_budget n_layer n_head
+    n_embd block_size batch_size max_iters max_passes dropout input_noise eval_interval patience
+    ema eval_chars stop_after warmup_iters lr embed_lr pair_rows pair_lr muon_lr weight_decay
+    grad_clip log_interval seed device dtype prompt num_chars temperature top_k
+    sample_file'''.split())
 # the types of the settings the plan chooses, where given
 CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict.fromkeys(
     ('dropout', 'input_noise', 'weight_decay'), float)
@@ -632,8 +636,8 @@ def first_line(e):  # or its name, where it has none
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 def leave(status):  # under torchrun at once (see the end)
-    if not DDP:
-        sys.exit(status)
+    if not DDP:  # (an exit chained to the error: old IPython, as Colab's, prints a wall of its own)
+        raise SystemExit(status) from None
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -39,11 +39,16 @@ def test_the_script_pasted_into_a_cell_trains_there(script, text_file, tmp_path)
     for name, value in {**tiny_settings(script), 'num_chars': '80'}.items():
         source, n = re.subn(rf'^{name} = .*$', f'{name} = {value}', source, count=1, flags=re.M)
         assert n == 1, name
-    out, = run_cells([source], tmp_path)
+    # the notebook had some of the settings' names before (their places in globals() stay where they were)
+    before, out = run_cells(["input_file, seed = 'elsewhere.txt', 42", source], tmp_path)
     assert 'Error' not in out and 'for a known name' not in out, out
     final_losses(out)  # it trained to the end
     assert (tmp_path / ('gpt.pt' if script == 'gpt.py' else 'bigram.pt')).is_file()
     assert f"input_file='{tmp_path / 'input.txt'}'" in out  # the text beside the notebook
+    settings = next(line for line in out.splitlines() if line.startswith('settings:'))
+    part = source[source.index(' settings'):]
+    part = part[:part.index('\n# ---')]
+    assert re.findall(r' (\w+)=', settings) == re.findall(r'^([a-z]\w*) += ', part, re.M)  # all, and no more
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

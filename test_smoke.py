@@ -142,6 +142,26 @@ def test_bad_override_exits_2(script, arg, message):
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_an_exit_from_bad_input_carries_no_chained_error(script, monkeypatch, capsys):
+    # IPython before 8.27 (Colab's) prints a wall of its own internals for an exit chained to another error
+    monkeypatch.setattr(sys, 'argv', [str(ROOT / script), '--no_such_setting=3'])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(ROOT / script), run_name='__main__')  # (as pasted into a cell and run)
+    assert exit.value.code == 2 and exit.value.__suppress_context__ and exit.value.__cause__ is None
+    assert 'for a known name' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_the_settings_are_the_names_the_settings_part_assigns(script):
+    # named in a list (a notebook's earlier names keep their places in globals()), which must follow the part
+    source = (ROOT / script).read_text(encoding='utf-8')
+    part = source[source.index(' settings'):]
+    part = part[:part.index('\n# ---')]
+    namespace = runpy.run_path(str(ROOT / script), run_name='not_main')
+    assert list(namespace['SETTINGS']) == re.findall(r'^([a-z]\w*) += ', part, re.M)  # (not SETTINGS)
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_missing_input_file_is_a_clear_error(script, tmp_path):
     out = run(script, f'--input_file={tmp_path / "nope.txt"}')
     assert out.returncode == 2 and 'Traceback' not in out.stderr
