@@ -270,8 +270,8 @@ def train(model, run, train_data, val_data):
                 evaluate(run, val_data)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
                 run.ticked = time.time(), run.step  # (evaluating is not training)
-            if stopping:  # saved (after an evaluation due here), and every process ends
-                interrupt(model, run)
+            if stopping and run.step < run.steps:  # (in the last step: it ends as planned)
+                interrupt(model, run)  # saved (after an evaluation due here); every process ends
 
 # ------------------------------------------------------------------------------ sampling, and main
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
@@ -736,7 +736,7 @@ def check_in(run, loss, stop):  # True: all stop (Ctrl-C or SIGTERM, as every pr
     # reading the loss makes the host wait for a GPU: only to log it; under torchrun every
     # process checks in at the same steps (collectives), GPUs' at progress lines, CPUs' at every
     # step (torchrun kills them 30 s after Ctrl-C), and Ctrl-C ends all at the next check
-    progress = run.step % log_interval == 0 or run.step == run.end
+    progress = run.step % log_interval == 0 or run.step == run.steps
     if not progress and (device != 'cpu' if DDP else not stop.is_set()):  # (alone: at once)
         return False
     loss, stopping = shared(loss.item(), add=True) / WORLD, shared(stop.is_set(), add=True)
