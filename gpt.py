@@ -172,7 +172,7 @@ def pick_next(logits, temperature, top_k):  # (B, vocab) -> (B, 1)
         logits = logits.masked_fill(logits < kth, float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), 1)
 
-# ------------------- the data (read_data and pass_starts, below the banner: the text as integers)
+# ---------- the data (below the banner: read_data, the text as integers; pass_starts, their order)
 def windows(data, starts):  # (B, T) and what follows each
     xy = data[to_device(starts[:, None] + torch.arange(block_size + 1))].long()  # (B, T + 1)
     return xy[:, :-1], xy[:, 1:]
@@ -273,7 +273,7 @@ def train(model, run, train_data, val_data):
             if stopping and run.step < run.steps:  # (in the last step: it ends as planned)
                 interrupt(model, run)  # saved (after an evaluation due here); every process ends
 
-# ------------------------------------------------------------------------------ sampling, and main
+# ---------------------------------------- sampling, and main (encode, the lecture's stoi: below)
 def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the prompt and n more
     where = next(model.parameters()).device
     context = torch.tensor([encode(chars, prompt or chars[0])], device=where)  # (1, T)
@@ -282,7 +282,7 @@ def sample(model, chars, prompt='', n=500, temperature=1.0, top_k=0):  # the pro
 def main(args=None):  # args as on the command line; None: sys.argv
     with settings_kept(), errors_in_one_line():  # (a notebook may call again)
         started = start(args)  # settings, output, device, processes
-        ckpt = resumed(checkpoint) if resume or sample_only else None  # (and its settings)
+        ckpt = read_checkpoint(checkpoint) if resume or sample_only else None
         chars, data = (ckpt['vocab'], None) if sample_only else read_data(input_file, ckpt)
         encode(chars, prompt)  # (a prompt it cannot encode fails now, not after training)
         choices, why = plan(len(chars), data, ckpt, started)
@@ -409,7 +409,7 @@ SIZES = [  # smallest first
     (6, 6, 384, 256, 64)]  # a GPU: the lecture's size
 SIZE_NAMES = ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size')
 SHAPE_NAMES = SIZE_NAMES[:4] + ('pair_rows',)  # a checkpoint's model
-# the run's settings the plan chooses
+# what a resumed run keeps
 RUN_NAMES = ('batch_size', 'max_iters', 'dropout', 'input_noise', 'weight_decay', 'eval_interval')
 MIN_STEPS = 1000  # with fewer steps, a smaller model wins
 MIN_READ = 0.9  # with fewer characters read per weight of its blocks, a smaller model wins
@@ -419,9 +419,14 @@ def plan(vocab_size, data, ckpt, started):  # every auto setting, and why
     # the model's size and the run's length follow the time given, the machine and the text;
     # a resumed run goes on as it was planned (its checkpoint holds the plan)
     given = {k: globals()[k] for k in SIZE_NAMES + RUN_NAMES if globals()[k] != 'auto'}
-    for k in SHAPE_NAMES if ckpt else ():  # the model's shape is the checkpoint's
-        now, saved = globals()[k], ckpt['settings'][k]
-        need(now == saved, f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved}')
+    if ckpt:
+        saved = ckpt['settings']
+        for k in SHAPE_NAMES:  # the model's shape is the checkpoint's
+            now = globals()[k]
+            need(now in (saved[k], SETTINGS[k]),  # (or left as it is)
+                 f'--{k}={now} does not fit {checkpoint}, whose model has {k}={saved[k]}')
+            given[k] = saved[k]
+        given = {k: saved[k] for k in RUN_NAMES} | given
     precision, why_precision = pick_dtype()
     chosen = given | dict(dtype=precision, log_file=log_path())
     if data is None:  # sampling only
@@ -588,9 +593,6 @@ SETTINGS = current('''input_file checkpoint log_file resume sample_only time_bud
     ema eval_chars stop_after warmup_iters lr embed_lr pair_rows pair_lr muon_lr weight_decay
     grad_clip log_interval seed device dtype prompt num_chars temperature top_k
     sample_file'''.split())
-# a call's own (the rest, resumed or sampled, are its checkpoint's where not given)
-THIS_CALL = ('checkpoint log_file resume sample_only stop_after device dtype prompt num_chars '
-             'temperature top_k sample_file').split()
 # the types of the settings the plan chooses, where given
 CHOSEN = dict.fromkeys(SIZE_NAMES + RUN_NAMES, int) | dict.fromkeys(
     ('dropout', 'input_noise', 'weight_decay'), float)
@@ -806,7 +808,8 @@ def read_data(path, ckpt):  # the vocabulary, and the text as integers
                   'or pass --input_file=PATH') from e
     except UnicodeDecodeError as e:
         raise Bad(f'input file {path} is not valid UTF-8 (bad byte at offset {e.start})')
-    needed = 10 * ((SIZES[0][3] if block_size == 'auto' else block_size) + 1)  # (each split)
+    window = ckpt['settings']['block_size'] if ckpt else block_size
+    needed = 10 * ((SIZES[0][3] if window == 'auto' else window) + 1)  # a window in each split
     need(len(text) >= needed,
          f'{path} has {len(text)} characters, fewer than the {needed} needed')
     chars = ''.join(sorted(set(text)))  # every distinct character, in order
@@ -850,12 +853,6 @@ def read_checkpoint(path):  # raises FileNotFoundError or Bad
          f'(it comes from {origin or "something else"})')
     need(set(SETTINGS) <= set(ckpt.get('settings', ())) and 'ended' in ckpt, f'{path} comes '
          'from an earlier version of gpt.py, which this one does not read: train it again')
-    return ckpt
-
-def resumed(path):  # the checkpoint, and its run's settings where none are given now
-    ckpt = read_checkpoint(path)
-    globals().update({k: v for k, v in ckpt['settings'].items()
-                      if k not in THIS_CALL and globals()[k] == SETTINGS[k]})
     return ckpt
 
 def load_weights(model, weights, path):  # one line where they do not fit

@@ -81,25 +81,6 @@ def test_resume_gives_the_same_run_as_never_stopping(script, text_file, tmp_path
         assert torch.allclose(weight, b['model'][name], atol=1e-5), name
 
 
-def test_resume_goes_on_with_the_run_s_own_settings_where_none_are_given(text_file, tmp_path):
-    # README's `python gpt.py --resume=True`: the text, the seed, the schedule and the rest are the run's own
-    own = [f'--input_file={text_file}', *TINY['gpt.py'], '--max_iters=30', '--seed=7', '--ema=0.5',
-           '--warmup_iters=3', '--muon_lr=0.03', '--dropout=0.1', '--patience=0', '--eval_interval=10']
-    whole = run('gpt.py', *own, f'--checkpoint={tmp_path / "whole.pt"}', '--num_chars=50')
-    first = run('gpt.py', *own, f'--checkpoint={tmp_path / "split.pt"}', '--stop_after=12', '--num_chars=0')
-    second = run('gpt.py', f'--checkpoint={tmp_path / "split.pt"}', '--resume=True', '--num_chars=50')
-    for out in (whole, first, second):
-        assert out.returncode == 0, out.stderr
-    assert step_losses(first.stdout) + step_losses(second.stdout) == step_losses(whole.stdout)
-    assert final_losses(second.stdout) == final_losses(whole.stdout)
-    evaluated = [line for line in whole.stdout.splitlines() if line.startswith('step 20: val loss')]
-    assert len(evaluated) == 1 and evaluated[0] in second.stdout.splitlines()  # (the weights' average)
-    assert whole.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]  # (the sample: the seed's)
-    assert f"input_file='{text_file}'" in second.stdout and ' seed=7 ' in second.stdout
-    again = run('gpt.py', f'--checkpoint={tmp_path / "split.pt"}', '--sample_only=True', '--seed=3', '--num_chars=5')
-    assert again.returncode == 0 and ' seed=3 ' in again.stdout  # (given now: the call's)
-
-
 def test_what_is_evaluated_and_kept_is_the_weights_running_average(text_file, tmp_path):
     common = [f'--input_file={text_file}', '--num_chars=0', *TINY['gpt.py'], '--log_interval=1',
               '--eval_interval=10']
