@@ -60,15 +60,15 @@ k, q, v = key(x), query(x), value(x)  # each (B, T, head_size)
 wei = q @ k.transpose(-2, -1) * head_size ** -0.5  # (B, T, T); step 5 says why the scale
 wei = F.softmax(wei.masked_fill(tril == 0, float('-inf')), dim=-1)
 out = wei @ v  # (B, T, head_size)
-print('  the weights of the first sequence (row t: how much token t takes from each earlier one):')
+print('  weights of the first sequence (row t: what token t takes from itself and those before):')
 print('\n'.join('   ' + ' '.join(f'{w:.2f}' for w in row) for row in wei[0].tolist()))
 check('every row of weights sums to 1', torch.allclose(wei.sum(-1), torch.ones(B, T), atol=1e-5))
-check('no weight on the future', bool((wei[:, tril == 0] == 0).all()))  # (step 6 checks the rest)
+check('no weight on the future', bool((wei[:, tril == 0] == 0).all()))  # (B, 28); step 6: the rest
 
-# 5. Why scale by head_size**-0.5: with unit-variance q and k, q.k sums head_size products, so its
-#    variance is head_size. Large scores make softmax nearly one-hot (each token listens to one
-#    other); the scale keeps the variance near 1 so that, at initialisation, attention stays spread
-#    out.
+# 5. Why scale by head_size**-0.5: with unit-variance q and k (drawn so below; nn.Linear's default
+#    start gives smaller ones), q.k sums head_size products, so its variance is head_size. Large
+#    scores make softmax nearly one-hot (each token listens to a single one); the scale keeps the
+#    variance near 1 whatever head_size is, so that attention starts spread out.
 print('5. why the scores are scaled by head_size**-0.5')
 qs, ks = torch.randn(1000, T, head_size), torch.randn(1000, T, head_size)  # (many, to measure)
 raw = qs @ ks.transpose(-2, -1)
@@ -77,17 +77,19 @@ print(f'  variance of q.k: unscaled {raw.var():.2f} (about head_size = {head_siz
       f'scaled {scaled.var():.2f}')
 scores = torch.tensor([0.1, -0.2, 0.3, -0.2, 0.5])
 print(f'  softmax of small scores     {[round(p, 3) for p in F.softmax(scores, -1).tolist()]}')
-print(f'  softmax of the same x 8     {[round(p, 3) for p in F.softmax(scores * 8, -1).tolist()]}')
+print(f'  the same scores times 8     {[round(p, 3) for p in F.softmax(scores * 8, -1).tolist()]}')
 peak_raw, peak_scaled = F.softmax(raw, -1).amax(-1).mean(), F.softmax(scaled, -1).amax(-1).mean()
 print(f'  mean largest weight per row: unscaled {peak_raw:.2f}, scaled {peak_scaled:.2f}')
 check('scaling brings the variance near 1 and softens the softmax',
       0.9 < scaled.var() < 1.1 and peak_raw > peak_scaled)
 
-# 6. PyTorch fuses all of step 4 (scale, causal mask, softmax, weighted sum) into one call, which on
-#    a GPU never builds the (T, T) matrix in memory.
+# 6. PyTorch fuses all of step 4 (scale, causal mask, softmax, weighted sum) into one call. Given
+#    (B, heads, T, head_size), its fused kernels never build the (T, T) matrix in memory; these 3-D
+#    inputs take its plain path, the same arithmetic.
 print('6. the same head with F.scaled_dot_product_attention(..., is_causal=True)')
 fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
 check('scaled_dot_product_attention == the head by hand', torch.allclose(fused, out, atol=1e-5))
 
 print(f'{"all checks passed" if not failed else "FAILED: " + ", ".join(failed)}')
-sys.exit(1 if failed else 0)
+if failed:  # (a notebook cell that passed ends without an exit)
+    sys.exit(1)

@@ -88,3 +88,9 @@ def test_main_called_from_another_thread(text_file, tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr == '', out.stderr
     final_losses(out.stdout)
+
+
+def test_attention_trick_pasted_into_a_cell_ends_without_an_exit(tmp_path):
+    # all checks passed: nothing for a notebook to report (an exit, even 0, is an error there)
+    out, = run_cells([(ROOT / 'attention_trick.py').read_text(encoding='utf-8')], tmp_path)
+    assert out.rstrip().endswith('all checks passed') and 'SystemExit' not in out, out
