@@ -7,41 +7,41 @@ In Python: model, chars = bigram.load('bigram.pt'); bigram.sample(model, chars, 
 In a notebook: paste this file into a cell and run it, or call bigram.main(['--seed=1']).
 """
 import os, sys, time, warnings
-warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (not needed)
+warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # (none needed)
 import torch
 import torch.nn as nn
 
-HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'x')))  # (a notebook: its own)
+HERE = os.path.dirname(os.path.abspath(globals().get('__file__', 'x')))  # (a notebook: its folder)
 # ---------------------------------------------------------------- settings
 input_file = os.path.join(HERE, 'input.txt')  # the text to train on (Tiny Shakespeare: fetched)
 checkpoint = os.path.join(HERE, 'bigram.pt')  # the table, saved at the end
 sample_only = False  # only load the checkpoint and sample
-block_size = 256     # characters per window
+block_size = 256     # characters per window (a bigram looks one back: windows batch its pairs)
 batch_size = 64      # windows per step
-max_iters = 150      # steps; the learning rate decays linearly to 0
+max_iters = 150      # steps; the learning rate falls linearly towards 0
 lr = 0.3             # AdamW's learning rate: a table takes a large one
-weight_decay = 0.01  # pulls unseen pairs towards uniform: smoothing
+weight_decay = 0.01  # AdamW's default, as the lecture's (it barely matters here)
 eval_interval = 50   # steps between progress lines, each with the validation loss
 seed = 1337          # seeds the batches and the sample
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # or mps
-prompt = ''          # the sample goes on from here ('': the first char)
+prompt = ''          # the sample goes on from here ('': the vocabulary's first)
 num_chars = 500      # characters to generate
 SETTINGS = ('input_file checkpoint sample_only block_size batch_size max_iters lr weight_decay '
-            'eval_interval seed device prompt num_chars').split()  # (by name: see gpt.py)
+            'eval_interval seed device prompt num_chars').split()  # (a notebook has others)
 
 # ---------------------------------------------------------------- the model
 class Bigram(nn.Embedding):  # row c holds the logits of what follows c
     def __init__(self, vocab_size):
         super().__init__(vocab_size, vocab_size)
         nn.init.zeros_(self.weight)  # start from the uniform guess
-    def forward(self, xy):  # windows (B, T + 1) -> loss on each next char
+    def forward(self, xy):  # windows (B, T + 1): x = xy[:, :-1], y = xy[:, 1:]; the mean loss
         logits = super().forward(xy[:, :-1])  # (B, T, vocab)
-        return nn.functional.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten())
+        return nn.functional.cross_entropy(logits.flatten(0, 1), xy[:, 1:].flatten())  # (B*T)
 
 @torch.no_grad()
 def split_loss(model, data):  # the mean loss over all of a split
-    windows = data.unfold(0, block_size + 1, block_size)  # end to end
-    rows = max(1, 2 ** 24 // (block_size * model.num_embeddings))  # 64 MB
+    windows = data.unfold(0, block_size + 1, block_size)  # (N, T + 1): each pair once
+    rows = max(1, 2 ** 24 // (block_size * model.num_embeddings))  # (logits: 64 MB at most)
     return sum(model(w).item() * len(w) for w in windows.split(rows)) / len(windows)
 
 # ---------------------------------------------------------------- training
@@ -53,7 +53,7 @@ def train():  # on input_file; the table is saved to checkpoint
     model = Bigram(len(chars)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     torch.manual_seed(seed)  # the batches
-    windows = data[:n].unfold(0, block_size + 1, 1)  # every one there is
+    windows = data[:n].unfold(0, block_size + 1, 1)  # (n - T, T + 1): one at every start
     sample(model, chars, prompt, 0)  # (a prompt it cannot go on from: said before training)
     start = time.time()
     for step in range(1, max_iters + 1):
@@ -119,7 +119,7 @@ def apply_overrides(args):  # --name=value: True, False, a number, text
     try:
         torch.zeros(1, device=device).item()
     except Exception as e:  # (not here, unknown to torch, or 'meta')
-        raise ValueError(f'device {device!r} is not one that works here ({e})')
+        raise ValueError(f'device {device!r} is not one that works here ({str(e)[:200]})')
     if os.path.abspath(checkpoint) == os.path.abspath(input_file):
         raise ValueError(f'checkpoint {checkpoint} is also the input_file, '
                          'which writing it would lose')
@@ -142,8 +142,8 @@ def read_text(path):  # the text to train on, checked
     except UnicodeDecodeError as e:
         raise ValueError(f'{path} is not valid UTF-8 (bad byte at offset {e.start})')
     if len(text) < 10 * (block_size + 1):  # a window in each split
-        raise ValueError(f'{path} has {len(text)} characters, '
-                         f'fewer than the {10 * (block_size + 1)} needed')
+        raise ValueError(f'{path} has {len(text)} characters, fewer than the '
+                         f'{10 * (block_size + 1)} needed (ten windows of --block_size + 1)')
     return text
 
 def write_atomically(path, write):  # a crash leaves the old file whole
@@ -160,7 +160,8 @@ def write_atomically(path, write):  # a crash leaves the old file whole
 
 def load(path, device=None):
     """(model, chars): a checkpoint's table, on device (None: the device setting),
-    and its vocabulary. Raises FileNotFoundError or ValueError, never exits."""
+    and its vocabulary. A file it cannot load raises FileNotFoundError or ValueError, never an
+    exit."""
     try:
         ckpt = dict(torch.load(path, 'cpu', weights_only=True))  # runs no code; no dict: fails
         origin = ckpt['script']

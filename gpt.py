@@ -982,7 +982,7 @@ def start_processes():
     try:
         torch.empty(1, device=device)
     except Exception as e:
-        raise Bad(f'device {device!r} cannot be used here ({first_line(e)})') from e
+        raise Bad(f'device {device!r} cannot be used here ({first_line(e)[:200]})') from e
     kind = torch.device(device).type
     need(kind in ('cpu', 'cuda', 'mps'),
          f'device {device!r} is not one that gpt.py trains on: cpu, cuda or mps')

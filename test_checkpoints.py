@@ -511,6 +511,14 @@ def test_impossible_setting(script, args, fragment, text_file, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason='a Mac: mps works')
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_device_torch_cannot_use_here_is_one_short_line(script, text_file, tmp_path):
+    out = run(script, f'--input_file={text_file}', f'--checkpoint={tmp_path / "m.pt"}', '--device=mps')
+    assert_clear_error(out, "device 'mps'")
+    assert len(out.stderr) < 400, len(out.stderr)  # (torch's own message runs to thousands of characters)
+
+
 @pytest.mark.parametrize('error', ['torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")',
                                    'RuntimeError("MPS backend out of memory (MPS allocated: 1 GiB, other '
                                    'allocations: 0 bytes, max allowed: 1 GiB). Tried to allocate 2 GiB")'],
