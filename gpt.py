@@ -871,8 +871,8 @@ def best_weights(ckpt):  # the one its end reported; not ended: the best evaluat
 
 def load(path=checkpoint, device=None):  # for one's own code
     """The model a checkpoint holds (its best, as --sample_only=True takes it), in float32 and
-    eval mode on device (None: a GPU, else a Mac's, else the CPU). Raises FileNotFoundError or
-    ValueError: never exits."""
+    eval mode on device (None: a GPU, else a Mac's, else the CPU). A file it cannot load raises
+    FileNotFoundError or ValueError, never an exit."""
     ckpt = read_checkpoint(path)
     model = untrained(ckpt['settings'], len(ckpt['vocab']))
     load_weights(model, best_weights(ckpt)[0], path)
