@@ -956,7 +956,10 @@ def log_row(run, **losses):  # the log written whole
     text = io.StringIO()
     csv.DictWriter(text, LOG_COLUMNS).writeheader()
     csv.DictWriter(text, LOG_COLUMNS).writerows(run.log)
-    write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
+    try:  # (Windows: a log open in Excel cannot be replaced; the next row writes it whole)
+        write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
+    except Bad as e:
+        say(f'{e}; training goes on, and the next row writes the log whole')
 
 def save_checkpoint(model, run, unless_within=0):  # never a broken model over a good one
     if RANK or time.time() - run.saved < unless_within:

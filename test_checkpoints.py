@@ -577,6 +577,22 @@ def test_the_log_is_on_disk_row_by_row_as_the_run_goes(tmp_path, monkeypatch):
     assert rows == [1, 2, 3, 4, 5]
 
 
+def test_a_log_that_cannot_be_written_for_a_while_stops_nothing(tmp_path, monkeypatch, capsys):
+    # as on Windows while the log is open in Excel: its rows are kept, and the next write puts them all on disk
+    log, replace, writes = tmp_path / 'log.csv', os.replace, []
+    def locked_for_rows_2_to_4(source, target):
+        if target == str(log):
+            writes.append(target)
+            if 2 <= len(writes) <= 4:
+                raise PermissionError(13, 'Permission denied')
+        return replace(source, target)
+    monkeypatch.setattr(os, 'replace', locked_for_rows_2_to_4)
+    run = train_in_process(monkeypatch, tmp_path, log_file=str(log), log_interval=1, max_iters=6)
+    assert run.step == 6 and capsys.readouterr().out.count('training goes on') == 3
+    with open(log, newline='', encoding='utf-8') as f:
+        assert [row['step'] for row in csv.DictReader(f)] == ['1', '2', '3', '4', '5', '6']
+
+
 def test_the_log_beside_the_checkpoint_writes_over_no_other_file(workdir, text_file):
     # the log goes beside the checkpoint unless told (m.pt: m.csv), where a text or the sample may be
     notes = workdir / 'notes.csv'
