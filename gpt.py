@@ -270,7 +270,7 @@ def train(model, run, train_data, val_data):
                 evaluate(run, val_data)
                 save_checkpoint(model, run, unless_within=60)  # (a save takes seconds)
                 run.ticked = time.time(), run.step  # (evaluating is not training)
-            if stopping and run.step < run.steps:  # (in the last step: it ends as planned)
+            if stopping and run.step < run.end:  # (in the call's last step: it ends as planned)
                 interrupt(model, run)  # saved (after an evaluation due here); every process ends
 
 # ---------------------------------------- sampling, and main (encode, the lecture's stoi: below)

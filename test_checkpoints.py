@@ -287,23 +287,30 @@ def test_resume_refuses_fewer_steps_than_it_has_trained(tmp_path, text_file):
     assert snapshot(tmp_path) == before
 
 
-def test_ctrl_c_in_the_last_step_lets_the_run_end(tmp_path, text_file):
+@pytest.mark.parametrize('stop_after', [0, 20])
+def test_ctrl_c_in_the_last_step_lets_the_call_end(stop_after, tmp_path, text_file):
     # the run's own end (its evaluations, its final line, saved as ended) rather than a stop that a resume would
-    # have to end, and that a resume given more steps (as a run ended by patience saves fewer) would train past
+    # have to end, and that a resume given more steps (as a run ended by patience saves fewer) would train past;
+    # a call told to stop there stops as told
+    last = stop_after or 60
     code = ('import os, runpy, signal, sys, torch; sys.argv = sys.argv[1:]; clip = torch.nn.utils.clip_grad_norm_\n'
             'steps = []\n'
-            'def clip_then_ctrl_c_in_step_60(*args, **kwargs):\n    steps.append(1)\n'
-            '    if len(steps) == 60:\n        os.kill(os.getpid(), signal.SIGINT)\n'
+            'def clip_then_ctrl_c_in_the_last_step(*args, **kwargs):\n    steps.append(1)\n'
+            f'    if len(steps) == {last}:\n        os.kill(os.getpid(), signal.SIGINT)\n'
             '    return clip(*args, **kwargs)\n'
-            'torch.nn.utils.clip_grad_norm_ = clip_then_ctrl_c_in_step_60\n'
+            'torch.nn.utils.clip_grad_norm_ = clip_then_ctrl_c_in_the_last_step\n'
             'runpy.run_path(sys.argv[0], run_name="__main__")')
     common = [f'--input_file={text_file}', f'--checkpoint={tmp_path / "gpt.pt"}', '--num_chars=0', *TINY['gpt.py']]
-    out = subprocess.run([sys.executable, '-c', code, str(ROOT / 'gpt.py'), '--device=cpu', *common],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and 'final:' in out.stdout and 'interrupted' not in out.stdout, out.stderr
-    assert torch.load(tmp_path / 'gpt.pt', weights_only=True)['ended']
+    out = subprocess.run([sys.executable, '-c', code, str(ROOT / 'gpt.py'), '--device=cpu', *common,
+                          f'--stop_after={stop_after}'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and 'interrupted' not in out.stdout, out.stderr
+    saved = torch.load(tmp_path / 'gpt.pt', weights_only=True)
+    assert saved['step'] == last and saved['ended'] == (not stop_after)
+    if stop_after:
+        assert 'stopped at step 20 of 60' in out.stdout
+        return
     finals = [row for row in log_rows(tmp_path / 'gpt.csv') if row['train_loss'] and row['val_loss']]
-    assert len(finals) == 1 and finals[0]['step'] == '60'
+    assert 'final:' in out.stdout and len(finals) == 1 and finals[0]['step'] == '60'
     assert_clear_error(run('gpt.py', *common, '--resume=True'), 'holds a run that has ended')
 
 
