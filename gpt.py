@@ -300,7 +300,7 @@ def main(args=None):  # args as on the command line; None: sys.argv
             run = start_run(model, chars, ckpt, why['refit'])
             train(model, run, train_data, val_data)
             with stop_signals():  # (Ctrl-C waits for the end's evaluations and save)
-                finish(model, run, train_data, val_data)
+                finish(model, run, train_data, val_data)  # (--stop_after: saved only)
         if RANK == 0:  # (show: also to sample_file)
             show(sample(model.eval(), chars, prompt, num_chars, temperature, top_k))
         end_processes()
@@ -920,6 +920,7 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
     return run
 
 def finish(model, run, train_data, val_data):  # the model kept, the final line, saved
+    # (a call stopped by --stop_after: saved only)
     if run.step < run.steps:  # --stop_after: saved, to go on from
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
@@ -956,10 +957,11 @@ def log_row(run, **losses):  # the log written whole
     text = io.StringIO()
     csv.DictWriter(text, LOG_COLUMNS).writeheader()
     csv.DictWriter(text, LOG_COLUMNS).writerows(run.log)
-    try:  # (Windows: a log open in Excel cannot be replaced; the next row writes it whole)
+    try:  # (Windows: a log open in Excel cannot be replaced; each row writes it whole)
         write_atomically(log_file, lambda f: f.write(text.getvalue().encode('utf-8')))
     except Bad as e:
-        say(f'{e}; training goes on, and the next row writes the log whole')
+        say(f'{e}: the log there lacks its newest rows until one can be written (the '
+            'checkpoint keeps them all)')
 
 def save_checkpoint(model, run, unless_within=0):  # never a broken model over a good one
     if RANK or time.time() - run.saved < unless_within:
