@@ -187,5 +187,7 @@ if __name__ == '__main__':  # (also pasted into a notebook cell)
         sys.stdout = None
         raise SystemExit(1) from None
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # bad input, or out of memory
+        if isinstance(e, RuntimeError) and 'memory' not in str(e):
+            raise  # (a bug: its traceback)
         print('error:', *str(e).split(), file=sys.stderr)  # (one line)
         raise SystemExit(2) from None  # (chained: old IPython prints a wall of its own)

@@ -152,6 +152,18 @@ def test_an_exit_from_bad_input_carries_no_chained_error(script, monkeypatch, ca
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
+def test_a_bug_keeps_its_traceback(script, text_file, tmp_path, monkeypatch):
+    # an error of torch's that is not out of memory, as a learner's edit makes: not one line, but where it is
+    def broken(*args, **kwargs):
+        raise RuntimeError('mat1 and mat2 shapes cannot be multiplied (16x65 and 64x65)')
+    monkeypatch.setattr(torch.nn.functional, 'cross_entropy', broken)
+    monkeypatch.setattr(sys, 'argv', [str(ROOT / script), f'--input_file={text_file}', '--device=cpu',
+                                      f'--checkpoint={tmp_path / "m.pt"}', *TINY[script]])
+    with pytest.raises(RuntimeError, match='mat1 and mat2'):
+        runpy.run_path(str(ROOT / script), run_name='__main__')
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_the_settings_are_the_names_the_settings_part_assigns(script):
     # named in a list (a notebook's earlier names keep their places in globals()), which must follow the part
     source = (ROOT / script).read_text(encoding='utf-8')
