@@ -147,8 +147,8 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, idx, n, temperature=1.0, top_k=0, use_cache=True):  # (1, T) -> (1, T + n)
-        # predicted from at most block_size, as in training; a cache cannot slide (above layer 1
-        # its keys hold characters that left): a full window starts over from its last half
+        # as in training, each character is predicted from at most block_size; a cache cannot
+        # slide (its keys above layer 1 hold characters gone), so a full window keeps its last half
         T, caches = self.config.block_size, None
         begin = max(0, idx.size(1) - T)  # where the window starts in idx
         for _ in range(n):
@@ -920,7 +920,6 @@ def start_run(model, chars, ckpt, refit=None):  # a new run, or the checkpoint's
     return run
 
 def finish(model, run, train_data, val_data):  # the model kept, the final line, saved
-    # (a call stopped by --stop_after: saved only)
     if run.step < run.steps:  # --stop_after: saved, to go on from
         save_checkpoint(model, run)
         say(f'stopped at step {run.step} of {run.steps}: saved {checkpoint}; resume goes on')
