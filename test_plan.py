@@ -109,6 +109,7 @@ def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monk
 def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machine, monkeypatch):
     # 8 GPUs, each a whole batch of 64, would see Tiny Shakespeare 50 times in fewer than MIN_STEPS steps: the plan
     # keeps the model one GPU gets, and gives each process an eighth of its batch
+    monkeypatch.setattr(gpt, 'max_passes', 50.0)
     one, _, _ = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
     monkeypatch.setattr(gpt, 'WORLD', 8)
     eight, _, why = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
@@ -231,6 +232,6 @@ def test_a_run_out_of_time_or_passes_is_never_refitted_longer(monkeypatch):
     run = gpt.Run('', [], None, steps=19, step=19, refit=refit)
     gpt.refit(run, 0.2, 19)
     assert run.steps == 19
-    refit.update(n_train=1000, deadline=time.time() + 1000)  # time enough, but 50 passes are 17 steps
+    refit.update(n_train=500, deadline=time.time() + 1000)  # time enough, but 100 passes are 17 steps
     gpt.refit(run, 0.2, 19)
     assert run.steps == 19
