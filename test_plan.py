@@ -107,9 +107,8 @@ def test_sizes_given_are_kept_and_each_process_takes_a_whole_batch(machine, monk
 
 
 def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machine, monkeypatch):
-    # 8 GPUs, each a whole batch of 64, would see Tiny Shakespeare 50 times in fewer than MIN_STEPS steps: the plan
+    # 8 GPUs, each a whole batch of 64, would see Tiny Shakespeare 100 times in fewer than MIN_STEPS steps: the plan
     # keeps the model one GPU gets, and gives each process an eighth of its batch
-    monkeypatch.setattr(gpt, 'max_passes', 50.0)
     one, _, _ = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
     monkeypatch.setattr(gpt, 'WORLD', 8)
     eight, _, why = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
@@ -118,6 +117,7 @@ def test_several_processes_on_a_small_text_each_take_a_share_of_the_batch(machin
     big, _, _ = gpt.plan_model(65, 100_000_000, {}, 'float32', 1e9)  # a large text: a whole batch each
     assert tuple(big[k] for k in NAMES) == gpt.SIZES[-1]
     monkeypatch.setattr(gpt, 'WORLD', 5)  # a share rounded up: 13 of 64 each, not 12
+    monkeypatch.setattr(gpt, 'max_passes', 50.0)  # (at 100, 5 whole batches fit this text)
     five, _, _ = gpt.plan_model(65, 1_115_394, {}, 'float32', 1e9)
     assert tuple(five[k] for k in NAMES) == gpt.SIZES[-1][:4] + (13,)
 
